@@ -1,0 +1,61 @@
+"""Container cgroups (cgroupfs driver): one Manager interface, a backend per host layout.
+
+    from pyrunc.cgroups import manager_for, manager_from_state, CgroupError
+
+    mgr = manager_for(config.linux.cgroups_path, container_id)
+    state.cgroup = mgr.to_state()          # persist first: delete --force needs it
+    mgr.create(resources)                  # mkdir -p (+ v1 cpuset init, v2 subtree_control)
+    mgr.apply(resources)                   # write the limits (refuses what it cannot apply)
+    mgr.add(pid)                           # every hierarchy
+    ...
+    mgr = manager_from_state(state.cgroup) # in a later command
+    mgr.kill_all(signal.SIGKILL); mgr.destroy()
+
+Layouts ("v2", "hybrid", "v1") come from /proc/self/mountinfo, parsed once.  Only
+``os``/``errno`` at import time: every pyrunc command is a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+from .base import CgroupError, Manager
+from .paths import detect_layout
+
+__all__ = ["CgroupError", "Manager", "detect_layout", "manager_for", "manager_from_state"]
+
+
+def manager_for(cgroups_path: str, container_id: str, skip_devices: bool = False) -> Manager:
+    """The manager for ``linux.cgroupsPath`` (runc's cgroupfs rules; see ``paths``).
+
+    Nothing is created yet.  ``skip_devices`` leaves the device controller alone (runc's
+    SkipDevices), for callers that enforce device rules some other way.
+    """
+    from . import paths as p
+
+    mounts = p.host_mounts()
+    inner = p.inner_path(cgroups_path, container_id)
+    own = None if inner.startswith("/") else p.own_cgroups()
+    if mounts.layout == "v2":
+        from .v2 import V2Manager
+
+        assert mounts.unified is not None
+        return V2Manager(p.v2_path(inner, mounts, own), mounts.unified.mountpoint, skip_devices)
+    if mounts.layout in ("v1", "hybrid"):
+        from .v1 import V1Manager
+
+        return V1Manager(p.v1_paths(inner, mounts, own), mounts.layout, skip_devices)
+    raise CgroupError("no cgroup filesystem is mounted (see /proc/self/mountinfo)")
+
+
+def manager_from_state(state: dict) -> Manager:
+    """Rebuild a manager from ``Manager.to_state()`` without looking at the host again."""
+    layout = state.get("layout") if isinstance(state, dict) else None
+    skip = bool(state.get("skip_devices", False)) if isinstance(state, dict) else False
+    if layout == "v2":
+        from .v2 import V2Manager
+
+        return V2Manager(state["path"], state.get("mount", "/sys/fs/cgroup"), skip)
+    if layout in ("v1", "hybrid"):
+        from .v1 import V1Manager
+
+        return V1Manager(dict(state.get("paths") or {}), layout, skip)
+    raise CgroupError(f"unknown cgroup state {state!r}")

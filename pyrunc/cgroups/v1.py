@@ -1,0 +1,306 @@
+"""cgroup v1 (and hybrid) backend: one directory per hierarchy.
+
+A container joins every mounted hierarchy, as runc does (controllers and named ones
+like ``name=systemd``); on a hybrid host also the cgroup2 one (key ""), where no
+controller is used: it only tracks the processes.  Co-mounted controllers
+(``cpu,cpuacct``) share one directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from .base import (CgroupError, Manager, join_cgroup, make_dirs, read_file, read_value,
+                   remove_created, remove_tree, signal_pids, tree_pids, write_file, write_raw)
+from .resources import (check_supported, device_target, device_transition, parse_devices_list)
+
+# Join order: cpuset first (its cpus/mems must be set before anyone joins), devices early.
+_ORDER = ("cpuset", "devices", "memory", "cpu", "cpuacct", "pids")
+
+
+class V1Manager(Manager):
+    def __init__(self, paths: dict[str, str], layout: str = "v1", skip_devices: bool = False) -> None:
+        if layout not in ("v1", "hybrid"):
+            raise CgroupError(f"cgroup v1 manager cannot handle layout {layout!r}")
+        self.layout = layout
+        self.paths = dict(paths)
+        self.skip_devices = skip_devices
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _dirs(self) -> list[str]:
+        """Distinct directories, in join order."""
+        seen: list[str] = []
+        keys = [k for k in _ORDER if k in self.paths] + sorted(k for k in self.paths if k not in _ORDER)
+        for k in keys:
+            if self.paths[k] not in seen:
+                seen.append(self.paths[k])
+        return seen
+
+    def path(self, controller: str = "") -> str:
+        return self.paths.get(controller, "")
+
+    def _need(self, controller: str, what: str) -> str:
+        p = self.paths.get(controller)
+        if not p:
+            raise CgroupError(f"{what}: the {controller} cgroup controller is not mounted")
+        return p
+
+    def to_state(self) -> dict:
+        return {"layout": self.layout, "paths": dict(self.paths), "skip_devices": self.skip_devices}
+
+    def __repr__(self) -> str:
+        return f"V1Manager(layout={self.layout!r}, paths={self.paths!r})"
+
+    def exists(self) -> bool:
+        return any(os.path.isdir(p) for p in self.paths.values())
+
+    # ------------------------------------------------------------------ create
+
+    def create(self, resources: object = None) -> None:
+        if "devices" not in self.paths and not self.skip_devices:
+            # runc treats a missing devices hierarchy as fatal: it is the device policy
+            raise CgroupError("the devices cgroup controller is not mounted; it is required for "
+                              "the container's device policy")
+        created: list[str] = []
+        try:
+            for ctl in self.paths:
+                if ctl == "cpuset":
+                    self._create_cpuset(self.paths[ctl], resources, created)
+                else:
+                    make_dirs(self.paths[ctl], created)
+        except BaseException:
+            remove_created(created)
+            raise
+
+    def _create_cpuset(self, path: str, resources: object, created: list[str]) -> None:
+        """mkdir -p where every new cpuset cgroup gets cpus/mems before any task can join.
+
+        A new v1 cpuset cgroup starts with empty cpuset.cpus and cpuset.mems, and joining
+        it fails (ENOSPC) until both are set: copy them from the parent, level by level
+        (runc's cpusetEnsureParent).  For the leaf, the requested values come first.
+        """
+        cpu = getattr(resources, "cpu", None)
+        for d in make_dirs(path, created):
+            if d == path and cpu is not None:
+                if cpu.cpus:
+                    write_file(d, "cpuset.cpus", cpu.cpus, "linux.resources.cpu.cpus")
+                if cpu.mems:
+                    write_file(d, "cpuset.mems", cpu.mems, "linux.resources.cpu.mems")
+            self._cpuset_copy_if_empty(d)
+        # An existing leaf (e.g. a shared cgroupsPath) may still lack cpus/mems.
+        if path not in created:
+            self._cpuset_copy_if_empty(path)
+
+    @staticmethod
+    def _cpuset_copy_if_empty(d: str) -> None:
+        parent = os.path.dirname(d)
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            mine = read_value(d, name, f"cgroup {d}")
+            if not mine:
+                write_file(d, name, read_value(parent, name, f"cgroup {parent}"), f"cgroup {d}")
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, resources: object) -> None:
+        if resources is None:
+            return
+        r = resources
+        check_supported(r, self.layout, self.skip_devices)
+        cpu = r.cpu  # type: ignore[attr-defined]
+        if cpu is not None and (cpu.cpus or cpu.mems):
+            d = self._need("cpuset", "linux.resources.cpu.cpus" if cpu.cpus else "linux.resources.cpu.mems")
+            if cpu.cpus:
+                write_file(d, "cpuset.cpus", cpu.cpus, "linux.resources.cpu.cpus")
+            if cpu.mems:
+                write_file(d, "cpuset.mems", cpu.mems, "linux.resources.cpu.mems")
+        if r.devices and not self.skip_devices:  # type: ignore[attr-defined]
+            self._apply_devices(r.devices)  # type: ignore[attr-defined]
+        if r.memory is not None:  # type: ignore[attr-defined]
+            self._apply_memory(r.memory)  # type: ignore[attr-defined]
+        if cpu is not None:
+            self._apply_cpu(cpu)
+        pids = r.pids  # type: ignore[attr-defined]
+        if pids is not None and pids.limit is not None:
+            from .resources import pids_max
+
+            d = self._need("pids", "linux.resources.pids.limit")
+            write_file(d, "pids.max", pids_max(pids.limit), "linux.resources.pids.limit")
+
+    def _apply_devices(self, rules: list) -> None:
+        what = "linux.resources.devices"
+        d = self._need("devices", what)
+        target = device_target(rules)
+        current = parse_devices_list(read_value(d, "devices.list", what))
+        for name, line in device_transition(current, target):
+            write_file(d, name, line, what)
+        if not target.default_allow:
+            after = parse_devices_list(read_value(d, "devices.list", what))
+            if after != target:
+                raise CgroupError(f"{what}: the devices cgroup {d} does not match the rules "
+                                  f"after writing them (devices.list: {after!r}, wanted {target!r})")
+
+    def _apply_memory(self, mem: object) -> None:
+        d = self._need("memory", "linux.resources.memory")
+        limit = mem.limit or 0  # type: ignore[attr-defined]
+        swap = mem.swap or 0  # type: ignore[attr-defined]
+        if mem.check_before_update and (limit > 0 or swap > 0):  # type: ignore[attr-defined]
+            usage = int(read_value(d, "memory.usage_in_bytes", "linux.resources.memory"))
+            if 0 < swap <= usage:
+                raise CgroupError(f"linux.resources.memory.swap: rejecting memory+swap limit {swap} "
+                                  f"<= usage {usage}")
+            if 0 < limit <= usage:
+                raise CgroupError(f"linux.resources.memory.limit: rejecting memory limit {limit} "
+                                  f"<= usage {usage}")
+        memsw = d + "/memory.memsw.limit_in_bytes"
+        if limit == -1 and swap == 0 and os.path.exists(memsw):
+            swap = -1  # unlimited memory, swap unsaid: unlimited memory+swap too (runc)
+        # memsw must stay >= the memory limit at every step: pick the order that keeps it so.
+        swap_first = False
+        if limit and swap:
+            current = int(read_value(d, "memory.limit_in_bytes", "linux.resources.memory.limit"))
+            swap_first = swap == -1 or current < swap
+        if swap_first:
+            self._write_swap(d, swap)
+            self._write_limit(d, limit)
+        else:
+            self._write_limit(d, limit)
+            self._write_swap(d, swap)
+        if mem.reservation:  # type: ignore[attr-defined]
+            write_file(d, "memory.soft_limit_in_bytes", str(mem.reservation),  # type: ignore[attr-defined]
+                       "linux.resources.memory.reservation")
+        if mem.disable_oom_killer:  # type: ignore[attr-defined]
+            write_file(d, "memory.oom_control", "1", "linux.resources.memory.disableOOMKiller")
+        sw = mem.swappiness  # type: ignore[attr-defined]
+        if sw is not None and sw != -1:
+            write_file(d, "memory.swappiness", str(sw), "linux.resources.memory.swappiness")
+
+    @staticmethod
+    def _write_limit(d: str, limit: int) -> None:
+        if not limit:
+            return
+        try:
+            write_file(d, "memory.limit_in_bytes", str(limit), "linux.resources.memory.limit")
+        except CgroupError as e:
+            if e.errno != errno.EBUSY:
+                raise
+            usage = read_value(d, "memory.usage_in_bytes", "linux.resources.memory.limit")
+            peak = read_value(d, "memory.max_usage_in_bytes", "linux.resources.memory.limit")
+            raise CgroupError(f"linux.resources.memory.limit: unable to set memory limit to {limit} "
+                              f"(current usage: {usage}, peak usage: {peak})", e.errno) from None
+
+    @staticmethod
+    def _write_swap(d: str, swap: int) -> None:
+        if not swap:
+            return
+        what = "linux.resources.memory.swap"
+        if not os.path.exists(d + "/memory.memsw.limit_in_bytes"):
+            raise CgroupError(f"{what}: {d}/memory.memsw.limit_in_bytes is missing: the kernel does "
+                              "no swap accounting (boot with swapaccount=1)", errno.ENOENT)
+        write_file(d, "memory.memsw.limit_in_bytes", str(swap), what)
+
+    def _apply_cpu(self, cpu: object) -> None:
+        shares = cpu.shares or 0  # type: ignore[attr-defined]
+        quota = cpu.quota or 0  # type: ignore[attr-defined]
+        period = cpu.period or 0  # type: ignore[attr-defined]
+        burst = cpu.burst  # type: ignore[attr-defined]
+        idle = cpu.idle  # type: ignore[attr-defined]
+        if not (shares or quota or period or burst is not None or idle is not None):
+            return
+        d = self._need("cpu", "linux.resources.cpu")
+        if shares:
+            what = "linux.resources.cpu.shares"
+            write_file(d, "cpu.shares", str(shares), what)
+            got = int(read_value(d, "cpu.shares", what))
+            if got != shares:  # the kernel clamps to [2, 262144] silently
+                bound = "maximum" if shares > got else "minimum"
+                raise CgroupError(f"{what}: the {bound} allowed cpu-shares is {got}")
+        # The kernel checks quota, period and burst against each other at every write;
+        # a write refused with EINVAL is retried after the quota is in place (runc).
+        pending: list[tuple[str, str, str]] = []
+        if period:
+            self._cfs(d, "cpu.cfs_period_us", str(period), "linux.resources.cpu.period", bool(quota), pending)
+        if burst is not None:
+            if os.path.exists(d + "/cpu.cfs_burst_us"):
+                self._cfs(d, "cpu.cfs_burst_us", str(burst), "linux.resources.cpu.burst", bool(quota), pending)
+            elif burst:
+                raise CgroupError(f"linux.resources.cpu.burst: {d}/cpu.cfs_burst_us is missing "
+                                  "(kernel without CFS burst support)", errno.ENOENT)
+        if quota:
+            write_file(d, "cpu.cfs_quota_us", str(quota), "linux.resources.cpu.quota")
+            for name, value, what in pending:
+                write_file(d, name, value, what)
+        if idle is not None:
+            write_file(d, "cpu.idle", str(idle), "linux.resources.cpu.idle")
+
+    @staticmethod
+    def _cfs(d: str, name: str, value: str, what: str, retry: bool, pending: list) -> None:
+        try:
+            write_file(d, name, value, what)
+        except CgroupError as e:
+            if not (retry and e.errno == errno.EINVAL):
+                raise
+            pending.append((name, value, what))
+
+    # ------------------------------------------------------------------ processes
+
+    def add(self, pid: int) -> None:
+        for d in self._dirs():
+            join_cgroup(d, pid)
+
+    def pids(self) -> list[int]:
+        found: set[int] = set()
+        for d in self._dirs():
+            found.update(tree_pids(d))
+        return sorted(found)
+
+    def kill_all(self, signum: int) -> None:
+        """Freeze, signal every process, thaw (runc's signalAllProcesses).
+
+        Freezing stops forks racing the signal.  A cgroup that was already frozen
+        (``pause``) stays frozen, except after SIGKILL: frozen v1 tasks die only once
+        thawed, and ``delete --force`` must be able to remove them.
+        """
+        freezer = self.paths.get("freezer", "")
+        before = ""
+        if freezer:
+            try:
+                before = read_file(freezer + "/freezer.state").strip()
+            except OSError:
+                freezer = ""  # no such cgroup (any more): just signal
+        if freezer and before != "FROZEN":
+            self._freeze(freezer, "FROZEN")
+        try:
+            signal_pids(self.pids(), signum)
+        finally:
+            if freezer and (before != "FROZEN" or signum == 9):
+                self._freeze(freezer, "THAWED")
+
+    @staticmethod
+    def _freeze(d: str, state: str) -> bool:
+        """Write freezer.state until the kernel reports ``state`` (up to ~1 s)."""
+        import time
+
+        path = d + "/freezer.state"
+        delay = 0.001
+        for _ in range(12):
+            try:
+                write_raw(path, state)
+                if read_file(path).strip() == state:
+                    return True
+            except OSError:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        return False
+
+    def destroy(self) -> None:
+        failures = []
+        for d in reversed(self._dirs()):
+            try:
+                remove_tree(d)
+            except CgroupError as e:
+                failures.append(str(e))
+        if failures:
+            raise CgroupError("; ".join(failures))

@@ -1,0 +1,266 @@
+"""Pure cgroup v2 backend: one directory in the unified hierarchy.
+
+Controllers reach a cgroup only when every ancestor lists them in
+``cgroup.subtree_control``; ``create`` enables, like runc's CreateCgroupPath, every
+controller each ancestor offers (from the mount root down to the leaf's parent),
+writing only the missing ones.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from .base import (CgroupError, Manager, join_cgroup, make_dirs, read_file, remove_created,
+                   remove_tree, signal_pids, tree_pids, write_file, write_raw)
+from .resources import (check_supported, cpu_max, pids_max, shares_to_weight, swap_to_v2,
+                        v2_number)
+
+
+def _uses_domain_controllers(r: object) -> bool:
+    """memory, io, cpu or hugetlb settings (runc's containsDomainController)."""
+    if r is None:
+        return False
+    mem, cpu = getattr(r, "memory", None), getattr(r, "cpu", None)
+    if mem is not None and (mem.limit or mem.reservation or mem.swap):
+        return True
+    if cpu is not None and (cpu.shares or cpu.quota or cpu.period or cpu.idle is not None
+                            or cpu.burst is not None):
+        return True
+    return bool(getattr(r, "block_io", None) or getattr(r, "hugepage_limits", None))
+
+
+class V2Manager(Manager):
+    layout = "v2"
+
+    def __init__(self, path: str, mount: str = "/sys/fs/cgroup", skip_devices: bool = False) -> None:
+        mount = mount.rstrip("/") or "/"
+        if path == mount or not path.startswith(mount + "/"):
+            raise CgroupError(f"invalid cgroup v2 path {path} (not below the cgroup2 mount {mount})")
+        self.dir = path
+        self.mount = mount
+        self.skip_devices = skip_devices
+
+    def path(self, controller: str = "") -> str:
+        return self.dir
+
+    def to_state(self) -> dict:
+        return {"layout": "v2", "path": self.dir, "mount": self.mount, "skip_devices": self.skip_devices}
+
+    def __repr__(self) -> str:
+        return f"V2Manager(path={self.dir!r})"
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.dir)
+
+    # ------------------------------------------------------------------ create
+
+    def create(self, resources: object = None) -> None:
+        created: list[str] = []
+        try:
+            make_dirs(self.dir, created)
+            rel = self.dir[len(self.mount):].strip("/").split("/")
+            current = self.mount
+            for name in rel:
+                # enable controllers in `current` for its child, then step down
+                self._enable_controllers(current)
+                current = f"{current}/{name}"
+                self._check_type(current, resources)
+        except BaseException:
+            remove_created(created)
+            raise
+
+    @staticmethod
+    def _enable_controllers(d: str) -> None:
+        try:
+            available = read_file(d + "/cgroup.controllers").split()
+            enabled = set(read_file(d + "/cgroup.subtree_control").split())
+        except OSError as e:
+            raise CgroupError(f"cannot read the controllers of cgroup {d}: {e.strerror}", e.errno) from None
+        missing = [c for c in available if c not in enabled]
+        if not missing:
+            return
+        try:
+            write_raw(d + "/cgroup.subtree_control", " ".join("+" + c for c in missing))
+        except OSError:
+            # one by one; what still fails shows up later, naming the file that is missing
+            for c in missing:
+                try:
+                    write_raw(d + "/cgroup.subtree_control", "+" + c)
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _check_type(d: str, resources: object) -> None:
+        """A cgroup below a populated one is "domain invalid": only threaded controllers work."""
+        try:
+            cg_type = read_file(d + "/cgroup.type").strip()
+        except OSError:
+            return  # the root has no cgroup.type
+        if cg_type == "domain invalid":
+            if _uses_domain_controllers(resources):
+                raise CgroupError(f"cannot use cgroup {d} with memory/cpu/io limits: it is in an "
+                                  "invalid state (its parent holds processes)")
+            try:
+                write_raw(d + "/cgroup.type", "threaded")
+            except OSError as e:
+                raise CgroupError(f"cannot make cgroup {d} threaded: {e.strerror}", e.errno) from None
+        elif cg_type in ("threaded", "domain threaded") and _uses_domain_controllers(resources):
+            raise CgroupError(f"cannot use cgroup {d} with memory/cpu/io limits: it is in {cg_type} mode")
+
+    # ------------------------------------------------------------------ apply
+
+    def _write(self, name: str, value: str, what: str) -> None:
+        """write_file, with a hint when the controller's files are absent from the cgroup."""
+        try:
+            write_file(self.dir, name, value, what)
+        except CgroupError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            controller = name.partition(".")[0]
+            try:
+                available = read_file(self.dir + "/cgroup.controllers").split()
+            except OSError:
+                raise e from None
+            if controller not in available and controller != "cgroup":
+                raise CgroupError(f"{e} (the {controller} controller is not enabled for "
+                                  f"{self.dir}: see cgroup.subtree_control of its parents)",
+                                  e.errno) from None
+            raise
+
+    def apply(self, resources: object) -> None:
+        if resources is None:
+            return
+        r = resources
+        check_supported(r, "v2", self.skip_devices)
+        pids = r.pids  # type: ignore[attr-defined]
+        if pids is not None and pids.limit is not None:
+            self._write("pids.max", pids_max(pids.limit), "linux.resources.pids.limit")
+        if r.memory is not None:  # type: ignore[attr-defined]
+            self._apply_memory(r.memory)  # type: ignore[attr-defined]
+        cpu = r.cpu  # type: ignore[attr-defined]
+        if cpu is not None:
+            self._apply_cpu(cpu)
+            if cpu.cpus:
+                self._write("cpuset.cpus", cpu.cpus, "linux.resources.cpu.cpus")
+            if cpu.mems:
+                self._write("cpuset.mems", cpu.mems, "linux.resources.cpu.mems")
+
+    def _apply_memory(self, mem: object) -> None:
+        limit = mem.limit or 0  # type: ignore[attr-defined]
+        swap_oci = mem.swap or 0  # type: ignore[attr-defined]
+        reservation = mem.reservation or 0  # type: ignore[attr-defined]
+        if not (limit or swap_oci or reservation):
+            return
+        if mem.check_before_update and (limit > 0 or swap_oci > 0):  # type: ignore[attr-defined]
+            try:
+                usage = int(read_file(self.dir + "/memory.current"))
+            except OSError:
+                usage = -1
+            if usage >= 0 and 0 < swap_oci <= usage:
+                raise CgroupError(f"linux.resources.memory.swap: rejecting memory+swap limit "
+                                  f"{swap_oci} <= usage {usage}")
+            if usage >= 0 and 0 < limit <= usage:
+                raise CgroupError(f"linux.resources.memory.limit: rejecting memory limit {limit} "
+                                  f"<= usage {usage}")
+        swap = swap_to_v2(swap_oci, limit)
+        if swap != 0 or swap_oci > 0:  # swap == limit: memory.swap.max 0 (no swap at all)
+            value = v2_number(swap)
+            what = "linux.resources.memory.swap"
+            try:
+                write_file(self.dir, "memory.swap.max", value, what)
+            except CgroupError as e:
+                # no swap accounting: "unlimited" and "none" need no file (runc)
+                if not (e.errno == errno.ENOENT and value in ("max", "0")):
+                    raise
+        if limit:
+            self._write("memory.max", v2_number(limit), "linux.resources.memory.limit")
+        if reservation:
+            self._write("memory.low", v2_number(reservation), "linux.resources.memory.reservation")
+
+    def _apply_cpu(self, cpu: object) -> None:
+        idle = cpu.idle  # type: ignore[attr-defined]
+        if idle is not None:
+            self._write("cpu.idle", str(idle), "linux.resources.cpu.idle")
+        weight = shares_to_weight(cpu.shares or 0)  # type: ignore[attr-defined]
+        if weight:
+            self._write("cpu.weight", str(weight), "linux.resources.cpu.shares")
+        quota = cpu.quota or 0  # type: ignore[attr-defined]
+        period = cpu.period or 0  # type: ignore[attr-defined]
+        burst = cpu.burst  # type: ignore[attr-defined]
+        burst_later = False
+        if burst is not None:
+            try:
+                self._write("cpu.max.burst", str(burst), "linux.resources.cpu.burst")
+            except CgroupError as e:
+                # a burst above the current quota is refused; retry once the quota is set
+                if e.errno != errno.EINVAL or not quota:
+                    raise
+                burst_later = True
+        if quota or period:
+            current = ""
+            if not quota or not period:
+                try:
+                    current = read_file(self.dir + "/cpu.max").strip()
+                except OSError:
+                    current = ""
+            self._write("cpu.max", cpu_max(quota, period, current),
+                        "linux.resources.cpu.quota" if quota else "linux.resources.cpu.period")
+            if burst_later:
+                self._write("cpu.max.burst", str(burst), "linux.resources.cpu.burst")
+
+    # ------------------------------------------------------------------ processes
+
+    def add(self, pid: int) -> None:
+        join_cgroup(self.dir, pid)
+
+    def pids(self) -> list[int]:
+        return sorted(set(tree_pids(self.dir)))
+
+    def kill_all(self, signum: int) -> None:
+        """SIGKILL: cgroup.kill (Linux 5.14+).  Else freeze, signal, restore (runc)."""
+        if signum == 9:
+            try:
+                write_raw(self.dir + "/cgroup.kill", "1")
+                return
+            except FileNotFoundError:
+                if not os.path.isdir(self.dir):
+                    return
+            except OSError:
+                pass
+        before = ""
+        try:
+            before = read_file(self.dir + "/cgroup.freeze").strip()
+        except OSError:
+            before = "none"
+        if before == "0":
+            self._freeze("1")
+        try:
+            signal_pids(self.pids(), signum)
+        finally:
+            if before == "0" or (before == "1" and signum == 9):
+                self._freeze("0")
+
+    def _freeze(self, value: str) -> bool:
+        """Write cgroup.freeze and wait (up to ~1 s) for cgroup.events to say so."""
+        import time
+
+        try:
+            write_raw(self.dir + "/cgroup.freeze", value)
+        except OSError:
+            return False
+        delay = 0.001
+        for _ in range(12):
+            try:
+                events = read_file(self.dir + "/cgroup.events")
+            except OSError:
+                return False
+            if f"frozen {value}" in events:
+                return True
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        return False
+
+    def destroy(self) -> None:
+        remove_tree(self.dir)
+

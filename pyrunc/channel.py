@@ -1,0 +1,99 @@
+"""The typed message channel between the runtime (parent) and its init stage.
+
+One ``SOCK_SEQPACKET`` socketpair carries every step of the create handshake, so
+message boundaries are kept by the kernel and a dead peer shows as EOF.  Each
+message is a small JSON object whose ``kind`` is one of the constants below;
+``Message`` gives them attribute access.  An ``error`` message from the init stage
+becomes an ``InitError`` in the parent, with the init's own words.
+
+The steps, in order (init -> parent unless marked):
+
+``GO`` (parent -> stage 1)          what the init stage needs besides config.json
+``USERMAP``                         stage 1 has unshared its user ns: write the id maps
+``USERMAP_DONE`` (parent -> init)
+``PID``                             stage 1 forked the container init: its host pid
+``PID_DONE`` (parent -> init)       the parent recorded it; stage 2 may go on
+``HOOKS``                           run prestart and createRuntime hooks now
+``HOOKS_DONE`` (parent -> init)
+``READY``                           set up and about to wait at the start gate
+``ERROR``                           set-up failed; ``message`` says why
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+GO = "go"
+USERMAP = "usermap"
+USERMAP_DONE = "usermap-done"
+PID = "pid"
+PID_DONE = "pid-done"
+HOOKS = "hooks"
+HOOKS_DONE = "hooks-done"
+READY = "ready"
+ERROR = "error"
+
+_MAX = 1 << 16
+
+
+class ChannelClosed(Exception):
+    """The peer went away without a word (it died, or exec'd)."""
+
+
+class Message:
+    __slots__ = ("kind", "fields")
+
+    def __init__(self, kind: str, fields: dict) -> None:
+        self.kind = kind
+        self.fields = fields
+
+    def __getitem__(self, key: str) -> object:
+        return self.fields[key]
+
+    def get(self, key: str, default: object = None) -> object:
+        return self.fields.get(key, default)
+
+    def __repr__(self) -> str:
+        return f"Message({self.kind!r}, {self.fields!r})"
+
+
+class Channel:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    def pair(cls) -> tuple[Channel, Channel]:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        return cls(a), cls(b)
+
+    @classmethod
+    def from_fd(cls, fd: int) -> Channel:
+        return cls(socket.socket(fileno=fd))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, kind: str, **fields: object) -> None:
+        fields["kind"] = kind
+        self.sock.send(json.dumps(fields).encode())
+
+    def recv(self) -> Message:
+        data = self.sock.recv(_MAX)
+        if not data:
+            raise ChannelClosed()
+        doc = json.loads(data)
+        return Message(doc.pop("kind"), doc)
+
+    def expect(self, kind: str) -> Message:
+        """Receive and insist on ``kind``; an ``error`` from the peer is raised as InitError."""
+        msg = self.recv()
+        if msg.kind == ERROR:
+            from .errors import InitError
+            raise InitError(str(msg.get("message")))
+        if msg.kind != kind:
+            raise ChannelClosed(f"expected {kind!r}, got {msg.kind!r}")
+        return msg
+
+    def close(self) -> None:
+        self.sock.close()

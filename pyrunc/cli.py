@@ -1,0 +1,280 @@
+"""argv -> API calls, with runc's command line: commands, flags, outputs and exit codes.
+
+The parser is hand-written to copy urfave/cli v1, which runc uses and engines are
+written against: global flags come before the command, ``--flag=value``,
+``--flag value`` and ``-flag value`` are all accepted, and flag parsing stops at
+the first positional argument (``exec [flags] ID cmd -x`` keeps ``-x``).
+(``argparse`` would also cost ~8 ms of imports on every call.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from . import log
+from .errors import ConfigError, PyruncError, UsageError
+
+VERSION = "0.1.0"
+SPEC_VERSION = "1.3.0"
+
+# flag name -> (key, takes_value); aliases share a key.  "*" marks a repeatable flag.
+_GLOBAL = {
+    "root": ("root", True), "log": ("log", True), "log-format": ("log_format", True),
+    "debug": ("debug", False), "systemd-cgroup": ("systemd_cgroup", False),
+    "rootless": ("rootless", True), "criu": ("criu", True),
+    "help": ("help", False), "h": ("help", False), "version": ("version", False), "v": ("version", False),
+}
+_CREATE = {
+    "bundle": ("bundle", True), "b": ("bundle", True), "console-socket": ("console_socket", True),
+    "pid-file": ("pid_file", True), "no-pivot": ("no_pivot", False),
+    "no-new-keyring": ("no_new_keyring", False), "preserve-fds": ("preserve_fds", True),
+    "pidfd-socket": ("pidfd_socket", True),
+}
+_COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {
+    "create": _CREATE,
+    "run": {**_CREATE, "detach": ("detach", False), "d": ("detach", False), "keep": ("keep", False),
+            "no-subreaper": ("no_subreaper", False)},
+    "start": {},
+    "state": {},
+    "list": {"format": ("format", True), "f": ("format", True), "quiet": ("quiet", False), "q": ("quiet", False)},
+    "kill": {"all": ("all", False), "a": ("all", False)},
+    "delete": {"force": ("force", False), "f": ("force", False)},
+    "spec": {"bundle": ("bundle", True), "b": ("bundle", True), "rootless": ("rootless", False)},
+    "validate": {"bundle": ("bundle", True), "b": ("bundle", True)},
+}
+# runc commands that belong to later work: a clear message instead of a silent no-op.
+_NOT_YET = ("exec", "ps", "pause", "resume", "update", "events", "checkpoint", "restore", "features")
+
+_USAGE = f"""pyrunc {VERSION}: an OCI runtime (runtime-spec {SPEC_VERSION}) with runc's command line
+
+usage: pyrunc [global options] command [command options] [arguments...]
+
+commands:
+   create    create a container (it waits at the start gate)
+   start     run the user process of a created container
+   run       create and start a container
+   state     print the state of a container as JSON
+   list      list the containers in --root
+   kill      send a signal to a container's init (default SIGTERM)
+   delete    delete a container and everything it holds on the host
+   spec      write a default config.json
+   validate  check a bundle's config.json without running it
+
+global options:
+   --root DIR           state directory (default /run/pyrunc)
+   --log FILE           log file (default stderr)
+   --log-format FORMAT  text or json (default text)
+   --debug              debug logging
+   --systemd-cgroup     use the systemd cgroup driver (not supported yet)
+   --rootless VALUE     true, false or auto (default auto)
+   --version, -v        print the version
+"""
+
+
+class Args:
+    """Parsed flags (by key) and positional arguments of one command."""
+
+    def __init__(self, flags: dict[str, object], positional: list[str]) -> None:
+        self.flags = flags
+        self.positional = positional
+
+    def get(self, key: str, default: object = None) -> object:
+        return self.flags.get(key, default)
+
+
+def parse_flags(argv: list[str], table: dict[str, tuple[str, bool]], where: str) -> tuple[dict, list[str]]:
+    """Parse leading flags of ``argv`` by ``table``; return (flags, the rest from the first positional)."""
+    flags: dict[str, object] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return flags, argv[i + 1:]
+        if not arg.startswith("-") or arg == "-":
+            break
+        name, eq, value = arg.lstrip("-").partition("=")
+        if name not in table:
+            raise UsageError(f"flag provided but not defined: -{name}" + (f" (for {where})" if where else ""))
+        key, takes_value = table[name]
+        if takes_value:
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError(f"flag needs an argument: -{name}")
+                value = argv[i]
+            flags[key] = value
+        else:
+            flags[key] = _parse_bool(name, value) if eq else True
+        i += 1
+    return flags, argv[i:]
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    if value.lower() in ("1", "t", "true"):
+        return True
+    if value.lower() in ("0", "f", "false"):
+        return False
+    raise UsageError(f'invalid boolean value "{value}" for -{name}')
+
+
+def _need(args: Args, command: str, count: int, at_least: bool = False) -> None:
+    n = len(args.positional)
+    if n < count or (n > count and not at_least):
+        kind = "a minimum of" if at_least else "exactly"
+        raise UsageError(f'"{command}" requires {kind} {count} argument(s)')
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logger = log.Logger()
+    try:
+        gflags, rest = parse_flags(argv, _GLOBAL, "")
+        logger.configure(gflags.get("log"), str(gflags.get("log_format", "text")), bool(gflags.get("debug")))
+        if gflags.get("version"):
+            print(f"pyrunc version {VERSION}\nspec: {SPEC_VERSION}\npython: {sys.version.split()[0]}")
+            return 0
+        if gflags.get("help") or not rest or rest[0] in ("help", "h"):
+            print(_USAGE, end="")
+            return 0
+        command, cargv = rest[0], rest[1:]
+        if command in _NOT_YET:
+            raise UsageError(f'"{command}" is not implemented by pyrunc yet')
+        if command not in _COMMANDS:
+            raise UsageError(f"No help topic for '{command}'")
+        rootless = str(gflags.get("rootless", "auto"))
+        if rootless not in ("true", "false", "auto"):
+            raise UsageError(f'invalid --rootless value "{rootless}": use true, false or auto')
+        flags, positional = parse_flags(cargv, _COMMANDS[command], command)
+        args = Args(flags, positional)
+        return _dispatch(command, args, gflags, logger)
+    except PyruncError as e:
+        logger.fatal(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _runtime(gflags: dict, logger: log.Logger):  # type: ignore[no-untyped-def]
+    from .container import DEFAULT_ROOT, Runtime
+    return Runtime(root=str(gflags.get("root") or DEFAULT_ROOT), warn=logger.warn)
+
+
+def _dispatch(command: str, args: Args, gflags: dict, logger: log.Logger) -> int:
+    if command == "spec":
+        return _cmd_spec(args)
+    if command == "validate":
+        return _cmd_validate(args)
+    rt = _runtime(gflags, logger)
+    if command in ("create", "run"):
+        _need(args, command, 1)
+        if gflags.get("systemd_cgroup"):
+            raise UsageError("--systemd-cgroup: the systemd cgroup driver is not supported by pyrunc yet")
+        if args.get("pidfd_socket"):
+            raise UsageError("--pidfd-socket is not supported by pyrunc yet")
+        options = _create_options(args)
+        if command == "create":
+            rt.create(args.positional[0], **options)
+            return 0
+        return rt.run(args.positional[0], detach=bool(args.get("detach")), keep=bool(args.get("keep")),  # type: ignore[no-any-return]
+                      no_subreaper=bool(args.get("no_subreaper")), **options)
+    if command == "list":
+        _need(args, command, 0)
+        return _cmd_list(rt, args)
+    if command == "kill":
+        if not 1 <= len(args.positional) <= 2:
+            raise UsageError('"kill" requires a minimum of 1 and a maximum of 2 argument(s)')
+        from .signals import parse_signal
+        signum = parse_signal(args.positional[1] if len(args.positional) > 1 else "SIGTERM")
+        rt.get(args.positional[0]).kill(signum, all_processes=bool(args.get("all")))
+        return 0
+    _need(args, command, 1)
+    cid = args.positional[0]
+    if command == "start":
+        rt.get(cid).start()
+    elif command == "state":
+        sys.stdout.write(json.dumps(rt.get(cid).state(), indent=2))
+    elif command == "delete":
+        _cmd_delete(rt, cid, bool(args.get("force")))
+    return 0
+
+
+def _create_options(args: Args) -> dict:
+    preserve = str(args.get("preserve_fds", "0"))
+    if not preserve.isdigit():
+        raise UsageError(f'invalid value "{preserve}" for flag -preserve-fds')
+    return {
+        "bundle": str(args.get("bundle") or "."), "pid_file": args.get("pid_file"),
+        "console_socket": args.get("console_socket"), "no_pivot": bool(args.get("no_pivot")),
+        "no_new_keyring": bool(args.get("no_new_keyring")), "preserve_fds": int(preserve),
+    }
+
+
+def _cmd_delete(rt, cid: str, force: bool) -> None:  # type: ignore[no-untyped-def]
+    from .errors import ContainerNotExistError
+    try:
+        container = rt.get(cid)
+    except ContainerNotExistError:
+        if force:
+            return  # runc: deleting a container that is already gone is fine with --force
+        raise
+    container.delete(force=force)
+
+
+def _cmd_list(rt, args: Args) -> int:  # type: ignore[no-untyped-def]
+    containers = rt.list()
+    if args.get("quiet"):
+        for c in containers:
+            print(c.id)
+        return 0
+    fmt = str(args.get("format", "table"))
+    if fmt == "json":
+        rows = []
+        for c in containers:
+            row = c.state()
+            row["owner"] = c.owner_name()
+            rows.append(row)
+        print(json.dumps(rows or None, separators=(",", ":")))
+        return 0
+    if fmt != "table":
+        raise UsageError(f"invalid format option: {fmt}")
+    table = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
+    for c in containers:
+        st = c.state()
+        table.append([c.id, str(st["pid"]), st["status"], st["bundle"], st["created"], c.owner_name()])
+    sys.stdout.write(tabwrite(table))
+    return 0
+
+
+def tabwrite(rows: list[list[str]], minwidth: int = 12, padding: int = 3) -> str:
+    """Go's text/tabwriter as runc configures it (minwidth 12, padding 3, last column free)."""
+    widths = [max(minwidth, max(len(r[i]) for r in rows) + padding) for i in range(len(rows[0]) - 1)]
+    return "".join("".join(cell.ljust(w) for cell, w in zip(r, widths)) + r[-1] + "\n" for r in rows)
+
+
+def _cmd_spec(args: Args) -> int:
+    from .spec_default import default_spec, rootless_spec
+    _need(args, "spec", 0)
+    bundle = str(args.get("bundle") or ".")
+    path = os.path.join(bundle, "config.json")
+    if os.path.exists(path):
+        raise PyruncError("File config.json exists. Remove it first.")
+    doc = rootless_spec() if args.get("rootless") else default_spec()
+    with open(path, "w") as f:
+        f.write(json.dumps(doc, indent="\t"))
+    return 0
+
+
+def _cmd_validate(args: Args) -> int:
+    from .config import load_bundle
+    _need(args, "validate", 0)
+    bundle = str(args.get("bundle") or ".")
+    try:
+        load_bundle(bundle)
+    except ConfigError as e:
+        for line in str(e).splitlines():
+            print(line, file=sys.stderr)
+        return 1
+    print(f"{os.path.join(bundle, 'config.json')}: valid (runtime-spec {SPEC_VERSION})")
+    return 0

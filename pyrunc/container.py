@@ -1,0 +1,360 @@
+"""The container lifecycle: create, start, state, kill, delete, run.
+
+``Runtime`` is the public entry point (``pyrunc.Runtime(root=...)``); it hands out
+``Container`` objects.  The CLI is a thin layer over these two classes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from . import linux as L
+from . import state as S
+from .config import Config, Resources, device_cgroup_rules, load_bundle
+from .errors import (ConfigError, ContainerNotExistError, ContainerNotRunningError, InvalidStateError,
+                     NotSupportedError, PyruncError)
+from .hooks import run_hooks
+from .process import InitProcess, write_id_maps
+
+DEFAULT_ROOT = "/run/pyrunc"
+SIGKILL = 9
+
+
+def _cgroups():  # type: ignore[no-untyped-def]
+    from . import cgroups  # imported on demand: kill/state/list do not need it
+    return cgroups
+
+
+class Runtime:
+    """A state root (``--root``) and the containers in it."""
+
+    def __init__(self, root: str = DEFAULT_ROOT, warn: object = None) -> None:
+        self.root = root
+        self.store = S.Store(root)
+        self.warn = warn or (lambda msg: None)  # where non-fatal problems are reported
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    def get(self, container_id: str) -> Container:
+        entry = self.store.open(container_id)
+        return Container(self, entry, entry.read_state())
+
+    def list(self) -> list[Container]:
+        out = []
+        for cid in self.store.ids():
+            try:
+                out.append(self.get(cid))
+            except (ContainerNotExistError, ValueError, OSError):
+                continue  # deleted meanwhile, or not ours
+        return out
+
+    # -- create / run -------------------------------------------------------------------------
+
+    def create(self, container_id: str, bundle: str = ".", pid_file: str | None = None,
+               console_socket: str | None = None, no_pivot: bool = False,
+               no_new_keyring: bool = False, preserve_fds: int = 0) -> Container:
+        """Set the container up and leave its process waiting at the start gate."""
+        S.validate_id(container_id)
+        bundle = os.path.abspath(bundle)
+        doc, cfg = load_bundle(bundle)
+        rootfs = _check_runnable(cfg, bundle, console_socket)
+        entry = self.store.new(container_id)
+        entry.lock()
+        st = S.ContainerState(
+            id=container_id, bundle=bundle, rootfs=rootfs, created=S.now_rfc3339(),
+            owner_uid=os.geteuid(), creator_pid=os.getpid(),
+            creator_start=S.process_start_time(os.getpid()) or 0,
+            own_pid_namespace=cfg.linux.creates("pid"), annotations=cfg.annotations)
+        init = InitProcess(preserve_fds)
+        cgroup = None
+        try:
+            entry.write_config(doc)
+            cgroup = _cgroups().manager_for(cfg.linux.cgroups_path, container_id)
+            st.cgroup = cgroup.to_state()
+            entry.write_state(st)  # from here on, delete --force can find everything
+            resources = cfg.linux.resources or Resources()
+            resources.devices = device_cgroup_rules(cfg.linux)
+            cgroup.create(resources)
+            cgroup.apply(resources)
+            os.mkfifo(entry.file(S.GATE_FIFO), 0o600)
+            init.spawn()
+            cgroup.add(init.stage1_pid)
+            container = Container(self, entry, st)
+            init.handshake(
+                go={"state_dir": entry.path, "rootfs": rootfs, "bundle": bundle,
+                    "no_pivot": no_pivot, "preserve_fds": preserve_fds},
+                write_id_maps=lambda pid: write_id_maps(pid, cfg.linux.uid_mappings, cfg.linux.gid_mappings),
+                on_pid=container._record_init_pid,
+                run_hooks=lambda: container._run_create_hooks(cfg),
+            )
+            if pid_file:
+                S.atomic_write(os.path.abspath(pid_file), str(init.pid), 0o644)
+            st.creating = False
+            entry.write_state(st)
+        except BaseException:
+            init.abort()
+            if cgroup is not None:
+                _quietly(cgroup.destroy)
+            entry.remove()
+            raise
+        finally:
+            init.close()
+            entry.unlock()
+        return container
+
+    def run(self, container_id: str, bundle: str = ".", detach: bool = False, keep: bool = False,
+            no_subreaper: bool = False, **create_options: object) -> int:
+        """create + start; in the foreground, wait and return the container's exit status."""
+        if not detach and not no_subreaper:
+            # The container's init is our grandchild: become its reaper to learn its status.
+            L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+        container = self.create(container_id, bundle, **create_options)  # type: ignore[arg-type]
+        try:
+            container.start()
+        except BaseException:
+            _quietly(lambda: container.delete(force=True))
+            raise
+        if detach:
+            return 0
+        from .signals import forward_signals
+        with forward_signals(container.pid):
+            status = container.wait()
+        if not keep:
+            container.delete(force=True)
+        return status
+
+
+class Container:
+    def __init__(self, runtime: Runtime, entry: S.Entry, st: S.ContainerState) -> None:
+        self.runtime = runtime
+        self.entry = entry
+        self._state = st
+
+    @property
+    def id(self) -> str:
+        return self._state.id
+
+    @property
+    def status(self) -> str:
+        return S.derive_status(self.entry, self._state)
+
+    @property
+    def pid(self) -> int:
+        """The init's host pid, or 0 once the container has stopped (as runc's state shows)."""
+        return 0 if self.status == S.STOPPED else self._state.init_pid
+
+    @property
+    def bundle(self) -> str:
+        return self._state.bundle
+
+    @property
+    def created(self) -> str:
+        return self._state.created
+
+    def config(self) -> Config:
+        """The config as validated at create time (never the bundle's current file)."""
+        return Config.from_dict(self.entry.read_config())
+
+    def state(self) -> dict:
+        """The runtime-spec state, with runc's fields and order."""
+        out = {
+            "ociVersion": S.OCI_VERSION, "id": self.id, "pid": self.pid, "status": self.status,
+            "bundle": self._state.bundle, "rootfs": self._state.rootfs, "created": self._state.created,
+            "owner": "",
+        }
+        if self._state.annotations:
+            out["annotations"] = self._state.annotations
+        return out
+
+    def owner_name(self) -> str:
+        import pwd
+        try:
+            return pwd.getpwuid(self._state.owner_uid).pw_name
+        except KeyError:
+            return f"#{self._state.owner_uid}"
+
+    # -- create helpers (called by Runtime.create through the init handshake) -------------------
+
+    def _record_init_pid(self, pid: int) -> dict:
+        self._state.init_pid = pid
+        self._state.init_start = S.process_start_time(pid) or 0
+        self.entry.write_state(self._state)
+        return self._hook_state(S.CREATING, pid)
+
+    def _hook_state(self, status: str, pid: int | None = None) -> dict:
+        out = {"ociVersion": S.OCI_VERSION, "id": self.id, "status": status,
+               "pid": self._state.init_pid if pid is None else pid, "bundle": self._state.bundle}
+        if self._state.annotations:
+            out["annotations"] = self._state.annotations
+        return out
+
+    def _run_create_hooks(self, cfg: Config) -> None:
+        state = self._hook_state(S.CREATING)
+        run_hooks("prestart", cfg.hooks.prestart, state)
+        run_hooks("createRuntime", cfg.hooks.create_runtime, state)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.entry.lock()
+        try:
+            status = self.status
+            if status != S.CREATED:
+                raise InvalidStateError(_START_ERRORS.get(status, f"cannot start a container in status {status}"))
+            fifo = self.entry.file(S.GATE_FIFO)
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # nobody holds the read end: the init is gone
+                    raise ContainerNotRunningError() from None
+                raise
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+            os.unlink(fifo)
+            cfg = self.config()
+            try:
+                run_hooks("poststart", cfg.hooks.poststart, self._hook_state(S.RUNNING))
+            except PyruncError:
+                # runtime-spec 1.3.0: a failing poststart hook stops the container.
+                self._signal_init(SIGKILL)
+                raise
+        finally:
+            self.entry.unlock()
+
+    def kill(self, signum: int, all_processes: bool = False) -> None:
+        status = self.status
+        if status not in (S.CREATED, S.RUNNING, S.PAUSED):
+            raise ContainerNotRunningError()
+        if all_processes or (signum == SIGKILL and not self._state.own_pid_namespace):
+            # Without its own PID namespace the init's death does not take the others with it.
+            self._cgroup().kill_all(signum)
+        if not self._signal_init(signum) and not all_processes:
+            raise ContainerNotRunningError()
+
+    def _signal_init(self, signum: int) -> bool:
+        """Signal the init through a pidfd, after checking the pid was not reused."""
+        pid = self._state.init_pid
+        try:
+            pidfd = L.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        try:
+            if S.process_start_time(pid) != self._state.init_start:
+                return False
+            L.pidfd_send_signal(pidfd, signum)
+            return True
+        except ProcessLookupError:
+            return False
+        finally:
+            os.close(pidfd)
+
+    def delete(self, force: bool = False) -> None:
+        self.entry.lock()
+        try:
+            status = self.status
+            if status in (S.RUNNING, S.PAUSED, S.CREATING) and not force:
+                raise InvalidStateError(f"cannot delete container {self.id} that is not stopped: {status}")
+            if status != S.STOPPED:
+                self._signal_init(SIGKILL)
+                self._wait_gone(10.0)
+            self._destroy()
+        finally:
+            self.entry.unlock()
+
+    def _destroy(self) -> None:
+        cfg = None
+        try:
+            cfg = self.config()
+        except (OSError, ValueError) as e:
+            self.runtime.warn(f"container {self.id}: persisted config unreadable ({e}); poststop hooks skipped")
+        cgroup = self._cgroup()
+        if cgroup.exists():
+            cgroup.kill_all(SIGKILL)  # whatever is left, e.g. processes that shared our PID namespace
+            cgroup.destroy()
+        if cfg is not None and cfg.hooks.poststop:
+            try:
+                run_hooks("poststop", cfg.hooks.poststop, self._hook_state(S.STOPPED))
+            except PyruncError as e:
+                self.runtime.warn(str(e))  # config.md: a failing poststop hook is only a warning
+        self.entry.remove()
+
+    def _cgroup(self):  # type: ignore[no-untyped-def]
+        return _cgroups().manager_from_state(self._state.cgroup)
+
+    def _wait_gone(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while S.process_start_time(self._state.init_pid) == self._state.init_start:
+            if time.monotonic() > deadline:
+                raise PyruncError(f"container {self.id}: init {self._state.init_pid} did not die after SIGKILL")
+            time.sleep(0.002)
+
+    def wait(self) -> int:
+        """Reap the init (we must be its reaper: ``run`` made us a subreaper) and return its status
+        as a shell would: the exit code, or 128 + the signal number."""
+        pid = self._state.init_pid
+        while True:
+            try:
+                got, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                return 255
+            if got == pid:
+                if os.WIFSIGNALED(status):
+                    return 128 + os.WTERMSIG(status)
+                return os.waitstatus_to_exitcode(status)
+
+
+_START_ERRORS = {
+    S.STOPPED: "cannot start a container that has stopped",
+    S.RUNNING: "cannot start an already running container",
+    S.PAUSED: "cannot start a paused container",
+    S.CREATING: "cannot start a container that is still being created",
+}
+
+
+def _check_runnable(cfg: Config, bundle: str, console_socket: str | None) -> str:
+    """What create needs beyond a valid config; returns the absolute rootfs path."""
+    problems = []
+    if cfg.process is None:
+        problems.append("process: required to create a container")
+    if cfg.root is None:
+        problems.append("root: required on Linux")
+        raise ConfigError(problems)
+    rootfs = os.path.join(bundle, cfg.root.path)
+    if not os.path.isdir(rootfs):
+        problems.append(f"root.path: {rootfs} is not a directory")
+    if problems:
+        raise ConfigError(problems)
+    _check_implemented(cfg, console_socket)
+    return os.path.realpath(rootfs)
+
+
+def _check_implemented(cfg: Config, console_socket: str | None) -> None:
+    """Refuse clearly what pyrunc cannot do yet, instead of silently doing less."""
+    proc, lx = cfg.process, cfg.linux
+    missing = []
+    if proc is not None and proc.terminal:
+        missing.append("process.terminal: terminals and --console-socket are not supported by pyrunc yet")
+    elif console_socket:
+        missing.append("--console-socket: only used with process.terminal, which is false")
+    for name, value in (("linux.seccomp", lx.seccomp), ("process.apparmorProfile", proc and proc.apparmor_profile),
+                        ("process.selinuxLabel", proc and proc.selinux_label), ("linux.mountLabel", lx.mount_label),
+                        ("linux.intelRdt", lx.intel_rdt), ("linux.netDevices", lx.net_devices),
+                        ("linux.personality", lx.personality), ("linux.memoryPolicy", lx.memory_policy),
+                        ("process.ioPriority", proc and proc.io_priority),
+                        ("process.scheduler", proc and proc.scheduler),
+                        ("process.execCPUAffinity", proc and proc.exec_cpu_affinity)):
+        if value:
+            missing.append(f"{name}: not supported by pyrunc yet")
+    if missing:
+        raise NotSupportedError("\n".join(f"config.json: {m}" for m in missing))
+
+
+def _quietly(fn: object) -> None:
+    try:
+        fn()  # type: ignore[operator]
+    except Exception:  # noqa: BLE001 - best-effort cleanup after another error
+        pass

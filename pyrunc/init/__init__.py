@@ -1,0 +1,138 @@
+"""The init stage: what runs in the re-exec'd ``python -I -S`` child until the user's exec.
+
+Stage 1 (``namespaces``) joins or creates the namespaces and forks; stage 2, PID 1
+of the container, builds the root file system (``rootfs``), applies the process
+settings (``process``), reports ready and waits at the start gate, then execs.
+
+Everything stage 2 needs is imported before pivot_root; after it, ``sys.path`` is
+emptied, so nothing can be imported from files the container controls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+
+from .. import linux as L
+from ..channel import ERROR, GO, HOOKS, HOOKS_DONE, READY, Channel
+from ..config import Config
+from ..hooks import run_hooks
+from . import namespaces, process, rootfs
+
+
+def main(fd: int) -> None:
+    # Nobody may ptrace us or open our /proc files (e.g. /proc/PID/exe, the host's
+    # python) while a host interpreter runs in the container's namespaces.
+    L.prctl(L.PR_SET_DUMPABLE, 0)
+    chan = Channel.from_fd(fd)
+    go: dict = {}
+    try:
+        go = chan.expect(GO).fields
+        with open(os.path.join(go["state_dir"], "config.json"), "rb") as f:
+            cfg = Config.from_dict(json.loads(f.read()))
+        namespaces.enter(chan, cfg.linux)
+        pid_done = namespaces.fork_init(chan)
+        container_init(chan, cfg, go, pid_done["state"])  # type: ignore[arg-type]
+    except BaseException as e:  # noqa: BLE001 - every failure must reach the parent as a message
+        if go.get("debug"):
+            import traceback  # only with --debug: the rootfs may already be ours then
+            traceback.print_exc()
+        try:
+            chan.send(ERROR, message=describe(e))
+        except OSError:
+            pass
+        os._exit(1)
+
+
+def describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        where = f" {e.filename}" if e.filename else ""
+        return f"{e.strerror}{where}".strip() if not where else f"{e.strerror}:{where}"
+    return str(e) or type(e).__name__
+
+
+def container_init(chan: Channel, cfg: Config, go: dict, state: dict) -> None:
+    linux, proc = cfg.linux, cfg.process
+    assert proc is not None and cfg.root is not None
+    os.setsid()
+    in_user_ns = linux.is_private("user")
+    fs = rootfs.RootfsBuilder(go["rootfs"], go["bundle"], in_user_ns, linux.is_private("cgroup"))
+    fs.prepare(linux.rootfs_propagation)
+    fs.mount_all(cfg.mounts)
+    fs.setup_dev(cfg.mounts, linux.devices)
+
+    # Settings that live in the container's namespaces; /proc is still the host's here,
+    # but /proc/sys and /proc/self follow the namespaces of the process that opens them.
+    if cfg.hostname:
+        L.sethostname(cfg.hostname)
+    if cfg.domainname:
+        L.setdomainname(cfg.domainname)
+    for key, value in linux.sysctl.items():
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(value)
+    if proc.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(proc.oom_score_adj))
+
+    if cfg.hooks.prestart or cfg.hooks.create_runtime:
+        chan.send(HOOKS)
+        chan.expect(HOOKS_DONE)
+    run_hooks("createContainer", cfg.hooks.create_container, state)
+
+    fs.mask_paths(linux.masked_paths)
+    fs.readonly_paths(linux.readonly_paths)
+    if cfg.root.readonly:
+        fs.readonly_root()
+    gate = os.open(os.path.join(go["state_dir"], "exec.fifo"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    known = process.last_cap()
+
+    fs.enter(go["no_pivot"])
+    _forbid_imports()
+
+    process.set_rlimits(proc.rlimits)
+    process.drop_bounding(proc.capabilities, known)
+    process.switch_user(proc.user)
+    process.apply_capabilities(proc.capabilities, known)
+    try:
+        os.chdir(proc.cwd)
+    except OSError as e:
+        raise OSError(e.errno, f"process.cwd {proc.cwd!r}: {e.strerror}") from None
+    executable = process.find_executable(proc.args[0], proc.env, proc.cwd)
+    chan.send(READY)
+    chan.close()
+
+    _wait_at_gate(gate)
+    state["status"] = "running"
+    run_hooks("startContainer", cfg.hooks.start_container, state)
+    preserved = 3 + int(go.get("preserve_fds", 0))
+    L.close_range(preserved, 0xFFFFFFFF, L.CLOSE_RANGE_CLOEXEC)
+    if proc.no_new_privileges:
+        L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+    try:
+        os.execve(executable, proc.args, process.env_dict(proc.env))
+    except OSError as e:
+        os.write(2, f"pyrunc: exec {proc.args[0]}: {e.strerror}\n".encode())
+        os._exit(127 if e.errno == 2 else 126)
+
+
+def _forbid_imports() -> None:
+    """After pivot_root every path on sys.path belongs to the container: import nothing more."""
+    sys.path.clear()
+    sys.path_importer_cache.clear()
+    sys.meta_path[:] = [f for f in sys.meta_path if getattr(f, "__name__", "") != "PathFinder"]
+
+
+def _wait_at_gate(gate: int) -> None:
+    """Block until ``start`` writes to the fifo (crun's direction: we hold the read end)."""
+    while True:
+        select.select([gate], [], [])
+        try:
+            if os.read(gate, 1):
+                os.close(gate)
+                return
+        except BlockingIOError:
+            continue
+        # A writer came and went without a byte: poll now reports hangup forever, so nap.
+        select.select([], [], [], 0.05)

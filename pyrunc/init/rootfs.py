@@ -1,0 +1,420 @@
+"""The container's root file system: mounts, /dev, masked and read-only paths, pivot_root.
+
+Runs in the container init, inside its new mount namespace, *before* pivot_root,
+while the host's /proc is still at /proc.  Every path inside the container is
+opened with openat2(RESOLVE_IN_ROOT) relative to the rootfs, so symlinks planted
+in the rootfs resolve inside it and never out to the host; the mount then targets
+``/proc/self/fd/N`` of that opened file rather than a path that could be swapped.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from .. import linux as L
+from ..config import DEFAULT_DEVICES
+from ..errors import ConfigError, NotSupportedError
+
+IN_ROOT = L.RESOLVE_IN_ROOT | L.RESOLVE_NO_MAGICLINKS
+
+# option -> flag set by it, for mount(2)
+_SET_FLAGS = {
+    "ro": L.MS_RDONLY, "nosuid": L.MS_NOSUID, "nodev": L.MS_NODEV, "noexec": L.MS_NOEXEC,
+    "sync": L.MS_SYNCHRONOUS, "remount": L.MS_REMOUNT, "mand": L.MS_MANDLOCK,
+    "dirsync": L.MS_DIRSYNC, "noatime": L.MS_NOATIME, "nodiratime": L.MS_NODIRATIME,
+    "bind": L.MS_BIND, "rbind": L.MS_BIND | L.MS_REC, "relatime": L.MS_RELATIME,
+    "strictatime": L.MS_STRICTATIME, "lazytime": L.MS_LAZYTIME, "silent": L.MS_SILENT,
+    "iversion": L.MS_I_VERSION, "nosymfollow": L.MS_NOSYMFOLLOW,
+}
+# option -> flag cleared by it
+_CLEAR_FLAGS = {
+    "rw": L.MS_RDONLY, "suid": L.MS_NOSUID, "dev": L.MS_NODEV, "exec": L.MS_NOEXEC,
+    "async": L.MS_SYNCHRONOUS, "nomand": L.MS_MANDLOCK, "atime": L.MS_NOATIME,
+    "diratime": L.MS_NODIRATIME, "norelatime": L.MS_RELATIME, "nostrictatime": L.MS_STRICTATIME,
+    "nolazytime": L.MS_LAZYTIME, "loud": L.MS_SILENT, "noiversion": L.MS_I_VERSION,
+    "symfollow": L.MS_NOSYMFOLLOW,
+}
+PROPAGATION = {
+    "private": L.MS_PRIVATE, "rprivate": L.MS_PRIVATE | L.MS_REC,
+    "shared": L.MS_SHARED, "rshared": L.MS_SHARED | L.MS_REC,
+    "slave": L.MS_SLAVE, "rslave": L.MS_SLAVE | L.MS_REC,
+    "unbindable": L.MS_UNBINDABLE, "runbindable": L.MS_UNBINDABLE | L.MS_REC,
+}
+# recursive mount attributes (mount_setattr with AT_RECURSIVE): option -> (set, clear)
+_RECURSIVE = {
+    "rro": (L.MOUNT_ATTR_RDONLY, 0), "rrw": (0, L.MOUNT_ATTR_RDONLY),
+    "rnosuid": (L.MOUNT_ATTR_NOSUID, 0), "rsuid": (0, L.MOUNT_ATTR_NOSUID),
+    "rnodev": (L.MOUNT_ATTR_NODEV, 0), "rdev": (0, L.MOUNT_ATTR_NODEV),
+    "rnoexec": (L.MOUNT_ATTR_NOEXEC, 0), "rexec": (0, L.MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (L.MOUNT_ATTR_NODIRATIME, 0), "rdiratime": (0, L.MOUNT_ATTR_NODIRATIME),
+    "rrelatime": (L.MOUNT_ATTR_RELATIME, L.MOUNT_ATTR__ATIME),
+    "rnorelatime": (0, L.MOUNT_ATTR__ATIME),
+    "rnoatime": (L.MOUNT_ATTR_NOATIME, L.MOUNT_ATTR__ATIME),
+    "ratime": (0, L.MOUNT_ATTR__ATIME),
+    "rstrictatime": (L.MOUNT_ATTR_STRICTATIME, L.MOUNT_ATTR__ATIME),
+    "rnostrictatime": (0, L.MOUNT_ATTR__ATIME),
+    "rnosymfollow": (L.MOUNT_ATTR_NOSYMFOLLOW, 0), "rsymfollow": (0, L.MOUNT_ATTR_NOSYMFOLLOW),
+}
+# statvfs f_flag bits -> the mount flag that keeps them on a remount
+_STATVFS_FLAGS = (
+    (os.ST_RDONLY, L.MS_RDONLY), (os.ST_NOSUID, L.MS_NOSUID), (os.ST_NODEV, L.MS_NODEV),
+    (os.ST_NOEXEC, L.MS_NOEXEC), (os.ST_NOATIME, L.MS_NOATIME),
+    (os.ST_NODIRATIME, L.MS_NODIRATIME), (os.ST_RELATIME, L.MS_RELATIME),
+)
+
+DEV_SYMLINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
+
+
+class MountOptions:
+    __slots__ = ("flags", "propagation", "rec_set", "rec_clear", "data", "idmap", "recursive_idmap")
+
+    def __init__(self, options: list[str]) -> None:
+        self.flags = 0
+        self.propagation = 0
+        self.rec_set = self.rec_clear = 0
+        self.idmap = self.recursive_idmap = False
+        data = []
+        for opt in options:
+            if opt in _SET_FLAGS:
+                self.flags |= _SET_FLAGS[opt]
+            elif opt in _CLEAR_FLAGS:
+                self.flags &= ~_CLEAR_FLAGS[opt]
+            elif opt in PROPAGATION:
+                self.propagation = PROPAGATION[opt]
+            elif opt in _RECURSIVE:
+                s, c = _RECURSIVE[opt]
+                self.rec_set, self.rec_clear = (self.rec_set | s) & ~c, (self.rec_clear | c) & ~s
+            elif opt in ("idmap", "ridmap"):
+                self.idmap, self.recursive_idmap = True, opt == "ridmap"
+            elif opt == "tmpcopyup":
+                raise NotSupportedError("mount option tmpcopyup is not supported by pyrunc yet")
+            else:
+                data.append(opt)
+        self.data = ",".join(data)
+
+
+def fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH) -> int:
+    return L.openat2(root_fd, path, flags, 0, IN_ROOT)
+
+
+def make_target(root_fd: int, path: str, directory: bool) -> int:
+    """Open ``path`` inside the root, creating it (and its parents) if missing; return an O_PATH fd."""
+    try:
+        return open_in_root(root_fd, path)
+    except FileNotFoundError:
+        pass
+    parent, name = os.path.split(os.path.normpath(path))
+    parent_fd = make_target(root_fd, parent, True) if parent != "/" else os.dup(root_fd)
+    try:
+        if directory:
+            try:
+                os.mkdir(name, 0o755, dir_fd=parent_fd)
+            except FileExistsError:
+                pass
+        else:
+            try:
+                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 0o644, dir_fd=parent_fd))
+            except FileExistsError:
+                pass
+    finally:
+        os.close(parent_fd)
+    return open_in_root(root_fd, path)
+
+
+def current_flags(fd: int) -> int:
+    """The mount flags the mount under fd has now (what a remount must keep when it is locked)."""
+    f = os.statvfs(fd_path(fd)).f_flag
+    return sum(ms for st, ms in _STATVFS_FLAGS if f & st)
+
+
+class RootfsBuilder:
+    """Builds the container's mount tree under ``rootfs``; see module docstring."""
+
+    def __init__(self, rootfs: str, bundle: str, in_user_ns: bool, cgroup_ns: bool) -> None:
+        self.rootfs = rootfs
+        self.bundle = bundle
+        self.in_user_ns = in_user_ns
+        self.cgroup_ns = cgroup_ns
+        self.root_fd = -1
+
+    # -- the steps, in the order init calls them -------------------------------------------
+
+    def prepare(self, propagation: str) -> None:
+        """Stop our mounts from propagating to the host, and make the rootfs a mount point."""
+        L.mount(None, "/", None, L.MS_REC | L.MS_SLAVE)
+        L.mount(self.rootfs, self.rootfs, None, L.MS_BIND | L.MS_REC)
+        self.root_fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.propagation = propagation
+
+    def mount_all(self, mounts: list) -> None:
+        for i, m in enumerate(mounts):
+            try:
+                self.mount_one(m)
+            except OSError as e:
+                raise OSError(e.errno, f"mounts[{i}] ({m.type or 'bind'} on {m.destination}): "
+                                       f"{e.strerror}") from None
+
+    def mount_one(self, m: object) -> None:
+        opts = MountOptions(m.options)  # type: ignore[attr-defined]
+        if opts.idmap or m.uid_mappings or m.gid_mappings:  # type: ignore[attr-defined]
+            raise NotSupportedError(f"mount of {m.destination}: idmapped mounts are not supported by pyrunc yet")  # type: ignore[attr-defined]
+        bind = m.type == "bind" or bool(opts.flags & L.MS_BIND)  # type: ignore[attr-defined]
+        if bind:
+            self._bind(m, opts)
+        elif m.type == "cgroup":  # type: ignore[attr-defined]
+            self._cgroup(m, opts)
+        else:
+            fd = make_target(self.root_fd, m.destination, True)  # type: ignore[attr-defined]
+            try:
+                L.mount(m.source or m.type, fd_path(fd), m.type, opts.flags, opts.data or None)  # type: ignore[attr-defined]
+            finally:
+                os.close(fd)
+        self._after_mount(m.destination, opts)  # type: ignore[attr-defined]
+
+    def _bind(self, m: object, opts: MountOptions) -> None:
+        source = os.path.join(self.bundle, m.source)  # type: ignore[attr-defined]  # absolute stays absolute
+        st = os.stat(source)
+        fd = make_target(self.root_fd, m.destination, stat.S_ISDIR(st.st_mode))  # type: ignore[attr-defined]
+        try:
+            L.mount(source, fd_path(fd), None, L.MS_BIND | (opts.flags & L.MS_REC))
+        finally:
+            os.close(fd)
+        extra = opts.flags & ~(L.MS_BIND | L.MS_REC | L.MS_REMOUNT)
+        if extra:
+            self._remount(m.destination, extra)  # type: ignore[attr-defined]
+
+    def _remount(self, path: str, flags: int) -> None:
+        fd = open_in_root(self.root_fd, path)
+        try:
+            if self.in_user_ns:  # flags of a mount made in another user ns are locked
+                flags |= current_flags(fd) & ~L.MS_RDONLY
+            L.mount(None, fd_path(fd), None, L.MS_BIND | L.MS_REMOUNT | flags)
+        finally:
+            os.close(fd)
+
+    def _after_mount(self, path: str, opts: MountOptions) -> None:
+        if not (opts.propagation or opts.rec_set or opts.rec_clear):
+            return
+        fd = open_in_root(self.root_fd, path)
+        try:
+            if opts.propagation:
+                L.mount(None, fd_path(fd), None, opts.propagation)
+            if opts.rec_set or opts.rec_clear:
+                L.mount_setattr(fd, "", L.AT_EMPTY_PATH | L.AT_RECURSIVE, opts.rec_set, opts.rec_clear)
+        finally:
+            os.close(fd)
+
+    def _cgroup(self, m: object, opts: MountOptions) -> None:
+        """A ``cgroup`` mount: cgroup2 itself, or a tmpfs holding each v1 hierarchy."""
+        hierarchies = host_cgroup_hierarchies()
+        own = own_cgroups()
+        flags = opts.flags | L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC
+        dest = m.destination  # type: ignore[attr-defined]
+        if "" in hierarchies and len(hierarchies) == 1:  # pure cgroup v2
+            self._cgroup_hierarchy(dest, hierarchies[""], "", own.get("", "/"), flags)
+            return
+        fd = make_target(self.root_fd, dest, True)
+        try:
+            L.mount("tmpfs", fd_path(fd), "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC, "mode=755")
+        finally:
+            os.close(fd)
+        for key, host_dir in hierarchies.items():
+            name = os.path.basename(host_dir)
+            self._cgroup_hierarchy(os.path.join(dest, name), host_dir, key, own.get(key, "/"), flags)
+            for alias in key.split(","):  # cpu,cpuacct -> cpu and cpuacct links, like the host has
+                if alias != name and "=" not in alias and key != "":
+                    tfd = open_in_root(self.root_fd, dest)
+                    try:
+                        os.symlink(name, alias, dir_fd=tfd)
+                    except FileExistsError:
+                        pass
+                    finally:
+                        os.close(tfd)
+        if flags & L.MS_RDONLY:
+            self._remount(dest, L.MS_RDONLY | L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC)
+
+    def _cgroup_hierarchy(self, dest: str, host_dir: str, key: str, own_path: str, flags: int) -> None:
+        fd = make_target(self.root_fd, dest, True)
+        try:
+            if self.cgroup_ns:  # the namespace makes our cgroup the root of a fresh mount
+                if key == "":
+                    L.mount("cgroup2", fd_path(fd), "cgroup2", flags)
+                else:
+                    L.mount("cgroup", fd_path(fd), "cgroup", flags, key)
+            else:  # no cgroup ns: show only our own cgroup, bound from the host's mount
+                src = os.path.join(host_dir, own_path.lstrip("/"))
+                L.mount(src, fd_path(fd), None, L.MS_BIND | L.MS_REC)
+                L.mount(None, fd_path(fd), None, L.MS_BIND | L.MS_REMOUNT | flags)
+        finally:
+            os.close(fd)
+
+    def setup_dev(self, mounts: list, devices: list) -> None:
+        """A fresh /dev: the spec's default devices, linux.devices, and the usual links."""
+        if not any(os.path.normpath(m.destination) == "/dev" for m in mounts):
+            fd = make_target(self.root_fd, "/dev", True)
+            try:
+                L.mount("tmpfs", fd_path(fd), "tmpfs", L.MS_NOSUID | L.MS_STRICTATIME,
+                        "mode=755,size=65536k")
+            finally:
+                os.close(fd)
+        old_umask = os.umask(0)
+        try:
+            for name, major, minor in DEFAULT_DEVICES:
+                self.make_device(f"/dev/{name}", stat.S_IFCHR, major, minor, 0o666, 0, 0)
+            for d in devices:
+                kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d.type]
+                mode = 0o666 if d.file_mode is None else d.file_mode & 0o7777
+                self.make_device(d.path, kind, d.major, d.minor, mode, d.uid or 0, d.gid or 0)
+        finally:
+            os.umask(old_umask)
+        dev_fd = open_in_root(self.root_fd, "/dev", os.O_PATH | os.O_DIRECTORY)
+        try:
+            for name, target in DEV_SYMLINKS:
+                try:
+                    os.symlink(target, name, dir_fd=dev_fd)
+                except FileExistsError:
+                    pass
+            if os.path.exists("/proc/kcore"):
+                try:
+                    os.symlink("/proc/kcore", "core", dir_fd=dev_fd)
+                except FileExistsError:
+                    pass
+        finally:
+            os.close(dev_fd)
+
+    def make_device(self, path: str, kind: int, major: int, minor: int, mode: int, uid: int, gid: int) -> None:
+        try:
+            self._make_device(path, kind, major, minor, mode, uid, gid)
+        except OSError as e:
+            raise OSError(e.errno, f"creating device {path} ({major}:{minor}): {e.strerror}") from None
+
+    def _make_device(self, path: str, kind: int, major: int, minor: int, mode: int, uid: int, gid: int) -> None:
+        parent, name = os.path.split(os.path.normpath(path))
+        pfd = make_target(self.root_fd, parent, True)
+        try:
+            try:
+                os.unlink(name, dir_fd=pfd)
+            except FileNotFoundError:
+                pass
+            if self.in_user_ns:
+                # mknod is not allowed in a user namespace: bind the host's node instead.
+                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 0o600, dir_fd=pfd))
+                tfd = L.openat2(pfd, name, os.O_PATH, 0, L.RESOLVE_BENEATH | L.RESOLVE_NO_SYMLINKS)
+                try:
+                    L.mount(path, fd_path(tfd), None, L.MS_BIND)
+                finally:
+                    os.close(tfd)
+            else:
+                os.mknod(name, kind | mode, os.makedev(major, minor), dir_fd=pfd)
+                os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(pfd)
+
+    def mask_paths(self, paths: list[str]) -> None:
+        """Hide each path: /dev/null over files, an empty read-only tmpfs over directories."""
+        if not paths:
+            return
+        null_fd = open_in_root(self.root_fd, "/dev/null")
+        try:
+            st = os.fstat(null_fd)
+            if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+                raise OSError(errno.EPERM, "/dev/null in the container is not the null device")
+            for path in paths:
+                try:
+                    fd = open_in_root(self.root_fd, path)
+                except FileNotFoundError:
+                    continue
+                try:
+                    if stat.S_ISDIR(os.fstat(fd).st_mode):
+                        L.mount("tmpfs", fd_path(fd), "tmpfs", L.MS_RDONLY, None)
+                    else:
+                        L.mount(fd_path(null_fd), fd_path(fd), None, L.MS_BIND)
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(null_fd)
+
+    def readonly_paths(self, paths: list[str]) -> None:
+        for path in paths:
+            try:
+                fd = open_in_root(self.root_fd, path)
+            except FileNotFoundError:
+                continue
+            try:
+                L.mount(fd_path(fd), fd_path(fd), None, L.MS_BIND | L.MS_REC)
+            finally:
+                os.close(fd)
+            fd = open_in_root(self.root_fd, path)
+            try:
+                L.mount(None, fd_path(fd), None,
+                        L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY | current_flags(fd))
+            finally:
+                os.close(fd)
+
+    def readonly_root(self) -> None:
+        L.mount(None, self.rootfs, None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY | current_flags(self.root_fd))
+
+    def enter(self, no_pivot: bool) -> None:
+        """Make the rootfs our / and drop every view of the host's tree."""
+        os.close(self.root_fd)
+        if no_pivot:
+            os.chdir(self.rootfs)
+            L.mount(self.rootfs, "/", None, L.MS_MOVE)
+            os.chroot(".")
+        else:
+            old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+            new_root = os.open(self.rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                # pivot_root(".", ".") stacks the old root on top of the new one; then we
+                # detach it from where we stand, without ever needing a directory for it.
+                os.fchdir(new_root)
+                L.pivot_root(".", ".")
+                os.fchdir(old_root)
+                L.mount(None, ".", None, L.MS_SLAVE | L.MS_REC)
+                L.umount2(".", L.MNT_DETACH)
+            finally:
+                os.close(old_root)
+                os.close(new_root)
+        os.chdir("/")
+        if self.propagation:
+            flag = PROPAGATION.get(self.propagation)
+            if flag is None:
+                raise ConfigError([f"linux.rootfsPropagation: unknown value {self.propagation!r}"])
+            L.mount(None, "/", None, flag)
+
+
+def host_cgroup_hierarchies() -> dict[str, str]:
+    """Map of cgroup hierarchy key (v1 super options like "cpu,cpuacct" or "name=systemd"; "" for
+    cgroup2) to where the host mounts it, read from our (still host-shaped) mountinfo."""
+    out: dict[str, str] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype, _src, super_opts = right.split()[:3]
+            mountpoint = left.split()[4]
+            if fstype == "cgroup2":
+                out.setdefault("", mountpoint)
+            elif fstype == "cgroup":
+                opts = [o for o in super_opts.split(",") if o not in ("rw", "ro") and not o.startswith(
+                    ("release_agent", "clone_children", "noprefix", "xattr", "cpuset_v2_mode"))]
+                out.setdefault(",".join(opts), mountpoint)
+    return out
+
+
+def own_cgroups() -> dict[str, str]:
+    """/proc/self/cgroup as hierarchy key -> path."""
+    out: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _id, controllers, path = line.rstrip("\n").split(":", 2)
+            out[controllers] = path
+    return out

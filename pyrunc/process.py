@@ -1,0 +1,117 @@
+"""The parent side of the init stage: spawn it, answer its requests, learn its pid.
+
+The init stage is a re-exec of the same interpreter with ``-I -S`` (no site, no
+environment, no user paths: about 6 ms to start here, against 9 ms with site)
+and an explicit ``sys.path``.  It talks to us over one socketpair (see channel.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+
+from . import linux as L
+from .channel import (GO, HOOKS, HOOKS_DONE, PID, PID_DONE, READY, USERMAP, USERMAP_DONE,
+                      Channel, ChannelClosed)
+from .errors import InitError
+
+_BOOT = "import sys;sys.path[:0]=sys.argv[2:];from pyrunc.init import main;main(int(sys.argv[1]))"
+
+
+def _import_paths() -> list[str]:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return [here] + [p for p in sys.path if p and p != here and os.path.isabs(p)]
+
+
+class InitProcess:
+    """One init stage being created.  ``on_*`` callbacks let the container code do its part."""
+
+    def __init__(self, preserve_fds: int = 0) -> None:
+        self.preserve_fds = preserve_fds
+        self.stage1_pid = 0
+        self.pid = 0  # the container's init, once known
+        self.chan: Channel | None = None
+
+    def spawn(self) -> int:
+        parent, child = Channel.pair()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child until exec
+            try:
+                parent.close()
+                # Die with the runtime during create: a half-made container must not linger.
+                L.prctl(L.PR_SET_PDEATHSIG, 9)
+                # The channel goes above the preserved fds, which the container inherits as 3..3+N-1.
+                fd = fcntl.fcntl(child.fileno(), fcntl.F_DUPFD, 3 + self.preserve_fds)
+                for keep in range(3, 3 + self.preserve_fds):
+                    os.set_inheritable(keep, True)
+                os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", _BOOT, str(fd)] + _import_paths())
+            except BaseException as e:  # noqa: BLE001
+                os.write(2, f"pyrunc: cannot start the init stage: {e}\n".encode())
+            os._exit(127)
+        child.close()
+        self.stage1_pid = pid
+        self.chan = parent
+        return pid
+
+    def handshake(self, go: dict, write_id_maps: object, on_pid: object, run_hooks: object) -> None:
+        """Drive the create protocol until the init reports ready (or fails)."""
+        chan = self.chan
+        assert chan is not None
+        chan.send(GO, **go)
+        try:
+            while True:
+                msg = chan.recv()
+                if msg.kind == USERMAP:
+                    write_id_maps(msg["pid"])  # type: ignore[operator]
+                    chan.send(USERMAP_DONE)
+                elif msg.kind == PID:
+                    self.pid = int(msg["pid"])  # type: ignore[arg-type]
+                    os.waitpid(self.stage1_pid, 0)
+                    self.stage1_pid = 0
+                    state = on_pid(self.pid)  # type: ignore[operator]
+                    chan.send(PID_DONE, state=state)
+                elif msg.kind == HOOKS:
+                    run_hooks()  # type: ignore[operator]
+                    chan.send(HOOKS_DONE)
+                elif msg.kind == READY:
+                    return
+                else:
+                    raise InitError(str(msg.get("message", f"unexpected message {msg.kind!r}")))
+        except ChannelClosed:
+            raise InitError("the container's init stage exited unexpectedly") from None
+
+    def abort(self) -> None:
+        """Kill whatever of the init stage is still alive and reap what is ours."""
+        for pid in (self.pid, self.stage1_pid):
+            if pid:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+        if self.stage1_pid:
+            try:
+                os.waitpid(self.stage1_pid, 0)
+            except ChildProcessError:
+                pass
+        self.close()
+
+    def close(self) -> None:
+        if self.chan is not None:
+            self.chan.close()
+            self.chan = None
+
+
+def write_id_maps(pid: int, uid_mappings: list, gid_mappings: list) -> None:
+    """Write /proc/PID/{uid,gid}_map for a child that has just unshared its user namespace."""
+    if os.geteuid() != 0:
+        # Without CAP_SETGID in the parent namespace the kernel demands setgroups be denied first.
+        with open(f"/proc/{pid}/setgroups", "w") as f:
+            f.write("deny")
+    for name, maps in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
+        text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise InitError(f"writing {name} ({text.strip()!r}): {e.strerror}") from None

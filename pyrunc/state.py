@@ -1,0 +1,194 @@
+"""The ``--root`` state store: one directory per container.
+
+Layout of ``<root>/<id>/``:
+
+``pyrunc.json``   what pyrunc knows of the container (``ContainerState``), written atomically
+``config.json``   the validated config, as persisted at create time
+``exec.fifo``     the start gate; it exists while the container is ``created``
+
+The file is called ``pyrunc.json`` (not ``state.json``) because dockerd passes the
+same ``--root`` to every runtime: runc's directories may sit beside ours, and a
+directory without ``pyrunc.json`` is simply not ours.
+
+The status is never trusted from the file: it is derived from kernel facts, the
+init pid together with its start time in ``/proc/PID/stat`` (pids get reused),
+and the presence of the start gate.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+
+from .errors import ContainerExistsError, ContainerNotExistError, InvalidIDError
+from .record import record
+
+STATE_FILE = "pyrunc.json"
+CONFIG_FILE = "config.json"
+GATE_FIFO = "exec.fifo"
+OCI_VERSION = "1.3.0"
+
+CREATING, CREATED, RUNNING, PAUSED, STOPPED = "creating", "created", "running", "paused", "stopped"
+
+
+@record
+class ContainerState:
+    id: str
+    bundle: str
+    rootfs: str
+    created: str  # RFC 3339 with nanoseconds, as runc prints it
+    owner_uid: int
+    init_pid: int = 0
+    init_start: int = 0  # field 22 of /proc/PID/stat: distinguishes a reused pid
+    creator_pid: int = 0  # the `create` process, while the container is being created
+    creator_start: int = 0
+    creating: bool = True  # until `create` has finished
+    own_pid_namespace: bool = True
+    annotations: dict[str, str] = {}
+    cgroup: dict = {}  # the cgroup manager's own description, for delete after a crash
+    namespace_paths: dict[str, str] = {}
+
+
+def validate_id(container_id: str) -> None:
+    if (not container_id or container_id in (".", "..") or "/" in container_id
+            or any(ord(c) < 0x20 or c == "\x7f" for c in container_id) or len(container_id) > 1024):
+        raise InvalidIDError(container_id)
+
+
+def now_rfc3339() -> str:
+    ns = time.time_ns()
+    secs, frac = divmod(ns, 1_000_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    digits = f"{frac:09d}".rstrip("0")  # Go's RFC3339Nano trims trailing zeros
+    return f"{stamp}.{digits}Z" if digits else f"{stamp}Z"
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` (clock ticks since boot), or None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+class Store:
+    """The ``--root`` directory."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def path(self, container_id: str) -> str:
+        validate_id(container_id)
+        return os.path.join(self.root, container_id)
+
+    def ids(self) -> list[str]:
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        return [n for n in names if os.path.exists(os.path.join(self.root, n, STATE_FILE))]
+
+    def new(self, container_id: str) -> Entry:
+        """Make the container's directory; it is ours alone if mkdir succeeds."""
+        path = self.path(container_id)
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        try:
+            os.mkdir(path, 0o711)
+        except FileExistsError:
+            raise ContainerExistsError() from None
+        return Entry(path)
+
+    def open(self, container_id: str) -> Entry:
+        path = self.path(container_id)
+        if not os.path.exists(os.path.join(path, STATE_FILE)):
+            raise ContainerNotExistError(container_id)
+        return Entry(path)
+
+
+class Entry:
+    """One container's directory, with its lock."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock_fd = -1
+
+    def lock(self) -> None:
+        """Serialise commands on this container (flock on the directory itself)."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def read_state(self) -> ContainerState:
+        try:
+            with open(self.file(STATE_FILE), "rb") as f:
+                doc = json.loads(f.read())
+        except FileNotFoundError:
+            raise ContainerNotExistError() from None
+        return ContainerState(**doc)
+
+    def write_state(self, st: ContainerState) -> None:
+        atomic_write(self.file(STATE_FILE), json.dumps({n: getattr(st, n) for n in st.__fields__}))
+
+    def read_config(self) -> dict:
+        with open(self.file(CONFIG_FILE), "rb") as f:
+            return json.loads(f.read())  # type: ignore[no-any-return]
+
+    def write_config(self, doc: dict) -> None:
+        atomic_write(self.file(CONFIG_FILE), json.dumps(doc))
+
+    def gate_exists(self) -> bool:
+        return os.path.exists(self.file(GATE_FIFO))
+
+    def remove(self) -> None:
+        for name in os.listdir(self.path):
+            try:
+                os.unlink(os.path.join(self.path, name))
+            except IsADirectoryError:
+                pass
+        try:
+            os.rmdir(self.path)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+        self.unlock()
+
+
+def atomic_write(path: str, text: str, mode: int = 0o600) -> None:
+    """Write via a temporary file and rename, so readers see the old or the new file, never half."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def derive_status(entry: Entry, st: ContainerState) -> str:
+    """The container's status from kernel facts, not from what the file says."""
+    if st.creating:
+        if st.creator_pid and process_start_time(st.creator_pid) == st.creator_start:
+            return CREATING
+        return STOPPED  # the create process died half-way: only delete is left
+    if not st.init_pid or process_start_time(st.init_pid) != st.init_start:
+        return STOPPED
+    if entry.gate_exists():
+        return CREATED
+    return RUNNING

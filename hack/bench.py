@@ -37,6 +37,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import threading
 import sys
 import tempfile
 import time
@@ -55,6 +56,26 @@ def load_mkbundle():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _run_blocking(argv: list[str], out, err, timeout: float):
+    """Run and wait with a blocking waitpid. subprocess's own timeout polls with sleeps
+    that grow to 50 ms, which would round every measurement up to its steps; a timer
+    thread enforces the timeout instead."""
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        p.kill()
+
+    timer = threading.Timer(timeout, expire)
+    timer.start()
+    try:
+        rc = p.wait()
+    finally:
+        timer.cancel()
+    return "timeout" if expired.is_set() else rc
 
 
 class OpFailed(Exception):
@@ -89,11 +110,7 @@ class Runtime:
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             t0 = time.perf_counter()
             try:
-                p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                   timeout=timeout)
-                rc = p.returncode
-            except subprocess.TimeoutExpired:
-                rc = "timeout"
+                rc = _run_blocking(argv, out, err, timeout)
             except OSError as e:
                 rc = f"{type(e).__name__}: {e}"
             dt = time.perf_counter() - t0

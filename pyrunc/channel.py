@@ -17,12 +17,14 @@ The steps, in order (init -> parent unless marked):
 ``HOOKS_DONE`` (parent -> init)
 ``READY``                           set up and about to wait at the start gate
 ``ERROR``                           set-up failed; ``message`` says why
+
+``_socket`` rather than ``socket``: the wrapper module builds enums at import time.
 """
 
 from __future__ import annotations
 
-import json
-import socket
+from . import jsonio
+import _socket
 
 GO = "go"
 USERMAP = "usermap"
@@ -59,30 +61,30 @@ class Message:
 
 
 class Channel:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
 
     @classmethod
     def pair(cls) -> tuple[Channel, Channel]:
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         return cls(a), cls(b)
 
     @classmethod
     def from_fd(cls, fd: int) -> Channel:
-        return cls(socket.socket(fileno=fd))
+        return cls(_socket.socket(fileno=fd))
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def send(self, kind: str, **fields: object) -> None:
         fields["kind"] = kind
-        self.sock.send(json.dumps(fields).encode())
+        self.sock.send(jsonio.dumps(fields).encode())
 
     def recv(self) -> Message:
         data = self.sock.recv(_MAX)
         if not data:
             raise ChannelClosed()
-        doc = json.loads(data)
+        doc = jsonio.loads(data)
         return Message(doc.pop("kind"), doc)
 
     def expect(self, kind: str) -> Message:

@@ -9,11 +9,10 @@ the first positional argument (``exec [flags] ID cmd -x`` keeps ``-x``).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-from . import log
+from . import jsonio, log
 from .errors import ConfigError, PyruncError, UsageError
 
 VERSION = "0.1.0"
@@ -194,7 +193,7 @@ def _dispatch(command: str, args: Args, gflags: dict, logger: log.Logger) -> int
     if command == "start":
         rt.get(cid).start()
     elif command == "state":
-        sys.stdout.write(json.dumps(rt.get(cid).state(), indent=2))
+        sys.stdout.write(jsonio.dumps_pretty(rt.get(cid).state()))
     elif command == "delete":
         _cmd_delete(rt, cid, bool(args.get("force")))
     return 0
@@ -235,7 +234,7 @@ def _cmd_list(rt, args: Args) -> int:  # type: ignore[no-untyped-def]
             row = c.state()
             row["owner"] = c.owner_name()
             rows.append(row)
-        print(json.dumps(rows or None, separators=(",", ":")))
+        print(jsonio.dumps(rows or None))
         return 0
     if fmt != "table":
         raise UsageError(f"invalid format option: {fmt}")
@@ -262,7 +261,7 @@ def _cmd_spec(args: Args) -> int:
         raise PyruncError("File config.json exists. Remove it first.")
     doc = rootless_spec() if args.get("rootless") else default_spec()
     with open(path, "w") as f:
-        f.write(json.dumps(doc, indent="\t"))
+        f.write(jsonio.dumps_pretty(doc, "\t"))
     return 0
 
 

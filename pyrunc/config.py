@@ -10,9 +10,9 @@ copy with ``Config.from_dict`` without validating or reading the bundle again.
 
 from __future__ import annotations
 
-import json
 import os
 
+from . import jsonio
 from .errors import ConfigError
 from .record import record
 
@@ -399,7 +399,7 @@ def load_bundle(bundle: str) -> tuple[dict, Config]:
 def parse(raw: bytes | str) -> dict:
     """JSON text -> validated document (raises ConfigError with every finding)."""
     try:
-        doc = json.loads(raw)
+        doc = jsonio.loads(raw)
     except ValueError as e:
         raise ConfigError([f"invalid JSON: {e}"]) from None
     problems = validate(doc)

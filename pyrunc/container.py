@@ -6,17 +6,16 @@
 
 from __future__ import annotations
 
+import _signal
 import errno
 import os
 import time
 
-from . import linux as L
 from . import state as S
 from .config import Config, Resources, device_cgroup_rules, load_bundle
 from .errors import (ConfigError, ContainerNotExistError, ContainerNotRunningError, InvalidStateError,
                      NotSupportedError, PyruncError)
 from .hooks import run_hooks
-from .process import InitProcess, write_id_maps
 
 DEFAULT_ROOT = "/run/pyrunc"
 SIGKILL = 9
@@ -56,6 +55,8 @@ class Runtime:
                console_socket: str | None = None, no_pivot: bool = False,
                no_new_keyring: bool = False, preserve_fds: int = 0) -> Container:
         """Set the container up and leave its process waiting at the start gate."""
+        from .process import InitProcess, write_id_maps
+
         S.validate_id(container_id)
         bundle = os.path.abspath(bundle)
         doc, cfg = load_bundle(bundle)
@@ -109,7 +110,8 @@ class Runtime:
         """create + start; in the foreground, wait and return the container's exit status."""
         if not detach and not no_subreaper:
             # The container's init is our grandchild: become its reaper to learn its status.
-            L.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
+            import _prctl  # python-prctl's C part
+            _prctl.prctl(_prctl.PR_SET_CHILD_SUBREAPER, 1)
         container = self.create(container_id, bundle, **create_options)  # type: ignore[arg-type]
         try:
             container.start()
@@ -239,13 +241,13 @@ class Container:
         """Signal the init through a pidfd, after checking the pid was not reused."""
         pid = self._state.init_pid
         try:
-            pidfd = L.pidfd_open(pid)
+            pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             return False
         try:
             if S.process_start_time(pid) != self._state.init_start:
                 return False
-            L.pidfd_send_signal(pidfd, signum)
+            _signal.pidfd_send_signal(pidfd, signum)
             return True
         except ProcessLookupError:
             return False

@@ -16,10 +16,10 @@ kept to os-level calls.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import time
 
+from . import jsonio
 from .errors import PyruncError
 
 
@@ -29,7 +29,7 @@ class HookError(PyruncError):
 
 def run_hooks(kind: str, hooks: list, state: dict) -> None:
     """Run each hook in order; the first failure raises HookError naming the hook."""
-    payload = json.dumps(state).encode()
+    payload = jsonio.dumps(state).encode()
     for i, hook in enumerate(hooks):
         run_hook(f"{kind}[{i}]", hook, payload)
 

@@ -11,10 +11,11 @@ reads stderr when it cannot use the log).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+
+from . import jsonio
 
 
 def _now() -> str:
@@ -41,9 +42,9 @@ class Logger:
 
     def _record(self, level: str, msg: str) -> None:
         if self.json:
-            line = json.dumps({"level": level, "msg": msg, "time": _now()}, separators=(",", ":"))
+            line = jsonio.dumps({"level": level, "msg": msg, "time": _now()})
         else:
-            line = f"time=\"{_now()}\" level={level} msg={json.dumps(msg)}"
+            line = f"time=\"{_now()}\" level={level} msg={jsonio.dumps(msg)}"
         os.write(self.fd, (line + "\n").encode())
 
     def fatal(self, msg: str) -> None:

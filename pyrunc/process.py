@@ -11,7 +11,7 @@ import fcntl
 import os
 import sys
 
-from . import linux as L
+import _prctl  # python-prctl's C part; ctypes (linux/) is not needed on the runtime's side
 from .channel import (GO, HOOKS, HOOKS_DONE, PID, PID_DONE, READY, USERMAP, USERMAP_DONE,
                       Channel, ChannelClosed)
 from .errors import InitError
@@ -40,7 +40,7 @@ class InitProcess:
             try:
                 parent.close()
                 # Die with the runtime during create: a half-made container must not linger.
-                L.prctl(L.PR_SET_PDEATHSIG, 9)
+                _prctl.prctl(_prctl.PR_SET_PDEATHSIG, 9)
                 # The channel goes above the preserved fds, which the container inherits as 3..3+N-1.
                 fd = fcntl.fcntl(child.fileno(), fcntl.F_DUPFD, 3 + self.preserve_fds)
                 for keep in range(3, 3 + self.preserve_fds):

@@ -30,8 +30,9 @@ as the human explanation of the rule.
 
 from __future__ import annotations
 
-import json
 import os
+
+from . import jsonio
 
 __all__ = [
     "SCHEMA_DIR",
@@ -100,7 +101,7 @@ def _load(name: str) -> object:
         if not name or "/" in name or "\\" in name or name.startswith("."):
             raise ValueError(f"schema reference outside {SCHEMA_DIR}: {name!r}")
         with open(os.path.join(SCHEMA_DIR, name), "rb") as f:
-            doc = json.loads(f.read())
+            doc = jsonio.loads(f.read())
         _files[name] = doc
     return doc
 
@@ -177,13 +178,13 @@ def _format_path(path) -> str:
         elif key.isidentifier():
             out.append(f".{key}" if out else key)
         else:
-            out.append(f"[{json.dumps(key, ensure_ascii=False)}]")
+            out.append(f"[{jsonio.dumps(key, compact=False, ensure_ascii=False)}]")
     return "".join(out)
 
 
 def _show(value: object) -> str:
     try:
-        text = json.dumps(value, ensure_ascii=False)
+        text = jsonio.dumps(value, compact=False, ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(value)
     if len(text) > _SHOW_MAX:
@@ -274,7 +275,7 @@ def _kw_enum(choices, inst, schema, base, path, errors):
             return
     elif any(_equal(inst, c) for c in choices):
         return
-    _fail(errors, path, f"{_show(inst)} is not one of {json.dumps(choices, ensure_ascii=False)}")
+    _fail(errors, path, f"{_show(inst)} is not one of {jsonio.dumps(choices, compact=False, ensure_ascii=False)}")
 
 
 def _kw_properties(props, inst, schema, base, path, errors):

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import time
 
+from . import jsonio
 from .errors import ContainerExistsError, ContainerNotExistError, InvalidIDError
 from .record import record
 
@@ -138,20 +138,20 @@ class Entry:
     def read_state(self) -> ContainerState:
         try:
             with open(self.file(STATE_FILE), "rb") as f:
-                doc = json.loads(f.read())
+                doc = jsonio.loads(f.read())
         except FileNotFoundError:
             raise ContainerNotExistError() from None
         return ContainerState(**doc)
 
     def write_state(self, st: ContainerState) -> None:
-        atomic_write(self.file(STATE_FILE), json.dumps({n: getattr(st, n) for n in st.__fields__}))
+        atomic_write(self.file(STATE_FILE), jsonio.dumps({n: getattr(st, n) for n in st.__fields__}))
 
     def read_config(self) -> dict:
         with open(self.file(CONFIG_FILE), "rb") as f:
-            return json.loads(f.read())  # type: ignore[no-any-return]
+            return jsonio.loads(f.read())  # type: ignore[no-any-return]
 
     def write_config(self, doc: dict) -> None:
-        atomic_write(self.file(CONFIG_FILE), json.dumps(doc))
+        atomic_write(self.file(CONFIG_FILE), jsonio.dumps(doc))
 
     def gate_exists(self) -> bool:
         return os.path.exists(self.file(GATE_FIFO))

@@ -10,11 +10,11 @@ emptied, so nothing can be imported from files the container controls.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import sys
 
+from .. import jsonio
 from .. import linux as L
 from ..channel import ERROR, GO, HOOKS, HOOKS_DONE, READY, Channel
 from ..config import Config
@@ -31,7 +31,7 @@ def main(fd: int) -> None:
     try:
         go = chan.expect(GO).fields
         with open(os.path.join(go["state_dir"], "config.json"), "rb") as f:
-            cfg = Config.from_dict(json.loads(f.read()))
+            cfg = Config.from_dict(jsonio.loads(f.read()))
         namespaces.enter(chan, cfg.linux)
         pid_done = namespaces.fork_init(chan)
         container_init(chan, cfg, go, pid_done["state"])  # type: ignore[arg-type]

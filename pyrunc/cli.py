@@ -213,12 +213,10 @@ def _create_options(args: Args) -> dict:
 def _cmd_delete(rt, cid: str, force: bool) -> None:  # type: ignore[no-untyped-def]
     from .errors import ContainerNotExistError
     try:
-        container = rt.get(cid)
+        rt.get(cid).delete(force=force)
     except ContainerNotExistError:
-        if force:
-            return  # runc: deleting a container that is already gone is fine with --force
-        raise
-    container.delete(force=force)
+        if not force:
+            raise  # runc: with --force, a container that is already gone is not an error
 
 
 def _cmd_list(rt, args: Args) -> int:  # type: ignore[no-untyped-def]

@@ -62,7 +62,7 @@ class Runtime:
         doc, cfg = load_bundle(bundle)
         rootfs = _check_runnable(cfg, bundle, console_socket)
         entry = self.store.new(container_id)
-        entry.lock()
+        entry.lock(new=True)
         st = S.ContainerState(
             id=container_id, bundle=bundle, rootfs=rootfs, created=S.now_rfc3339(),
             owner_uid=os.geteuid(), creator_pid=os.getpid(),
@@ -200,7 +200,7 @@ class Container:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.entry.lock()
+        self._lock_and_reload()
         try:
             status = self.status
             if status != S.CREATED:
@@ -255,7 +255,7 @@ class Container:
             os.close(pidfd)
 
     def delete(self, force: bool = False) -> None:
-        self.entry.lock()
+        self._lock_and_reload()
         try:
             status = self.status
             if status in (S.RUNNING, S.PAUSED, S.CREATING) and not force:
@@ -266,6 +266,15 @@ class Container:
             self._destroy()
         finally:
             self.entry.unlock()
+
+    def _lock_and_reload(self) -> None:
+        """Take the container's lock and re-read its state: another command may have changed it."""
+        self.entry.lock()
+        try:
+            self._state = self.entry.read_state()
+        except BaseException:
+            self.entry.unlock()
+            raise
 
     def _destroy(self) -> None:
         cfg = None

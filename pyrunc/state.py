@@ -121,11 +121,20 @@ class Entry:
         self.path = path
         self._lock_fd = -1
 
-    def lock(self) -> None:
-        """Serialise commands on this container (flock on the directory itself)."""
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    def lock(self, new: bool = False) -> None:
+        """Serialise commands on this container (flock on the directory itself).
+
+        Whoever held the lock before us may have deleted the container: then we raise
+        ContainerNotExistError, as if we had come a moment later."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ContainerNotExistError() from None
         fcntl.flock(fd, fcntl.LOCK_EX)
         self._lock_fd = fd
+        if not new and not os.path.exists(self.file(STATE_FILE)):
+            self.unlock()
+            raise ContainerNotExistError()
 
     def unlock(self) -> None:
         if self._lock_fd >= 0:

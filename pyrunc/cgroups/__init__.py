@@ -46,16 +46,17 @@ def manager_for(cgroups_path: str, container_id: str, skip_devices: bool = False
     raise CgroupError("no cgroup filesystem is mounted (see /proc/self/mountinfo)")
 
 
-def manager_from_state(state: dict) -> Manager:
+def manager_from_state(state: dict[str, object]) -> Manager:
     """Rebuild a manager from ``Manager.to_state()`` without looking at the host again."""
     layout = state.get("layout") if isinstance(state, dict) else None
     skip = bool(state.get("skip_devices", False)) if isinstance(state, dict) else False
     if layout == "v2":
         from .v2 import V2Manager
 
-        return V2Manager(state["path"], state.get("mount", "/sys/fs/cgroup"), skip)
+        return V2Manager(str(state["path"]), str(state.get("mount", "/sys/fs/cgroup")), skip)
     if layout in ("v1", "hybrid"):
         from .v1 import V1Manager
 
-        return V1Manager(dict(state.get("paths") or {}), layout, skip)
+        paths = state.get("paths")
+        return V1Manager(dict(paths) if isinstance(paths, dict) else {}, str(layout), skip)
     raise CgroupError(f"unknown cgroup state {state!r}")

@@ -11,6 +11,10 @@ import os
 
 from ..errors import PyruncError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (hot path)
+if TYPE_CHECKING:
+    from ..config import Resources
+
 
 class CgroupError(PyruncError):
     """A cgroup could not be located, created, configured, joined or removed.
@@ -18,9 +22,9 @@ class CgroupError(PyruncError):
     ``errno`` is the kernel's answer when the failure was a system call, else 0.
     """
 
-    def __init__(self, message: str, errno: int = 0) -> None:
+    def __init__(self, message: str, errno: int | None = 0) -> None:
         super().__init__(message)
-        self.errno = errno
+        self.errno = errno or 0
 
 
 # ---------------------------------------------------------------------------- files
@@ -206,11 +210,11 @@ class Manager:
 
     layout = ""
 
-    def create(self, resources: object = None) -> None:
+    def create(self, resources: Resources | None = None) -> None:
         """Make the cgroup directories (parents as needed); ``resources`` only guides set-up."""
         raise NotImplementedError
 
-    def apply(self, resources: object) -> None:
+    def apply(self, resources: Resources | None) -> None:
         """Write ``linux.resources`` (a ``pyrunc.config.Resources`` or None) to the limit files."""
         raise NotImplementedError
 
@@ -233,7 +237,7 @@ class Manager:
     def exists(self) -> bool:
         raise NotImplementedError
 
-    def to_state(self) -> dict:
+    def to_state(self) -> dict[str, object]:
         raise NotImplementedError
 
     def path(self, controller: str = "") -> str:

@@ -120,8 +120,7 @@ def parse_proc_cgroup(text: str) -> dict[str, str]:
         if len(parts) != 3:
             continue
         path = parts[2]
-        if path.endswith(" (deleted)"):
-            path = path[:-10]
+        path = path.removesuffix(" (deleted)")
         for ctl in parts[1].split(","):
             out[ctl] = path
     return out

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from .base import CgroupError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (hot path)
+if TYPE_CHECKING:
+    from ..config import DeviceRule, Resources
+
 NOT_YET = "not supported by pyrunc yet"
 
 
@@ -32,7 +36,7 @@ def shares_to_weight(shares: int) -> int:
         return 10000
     log = math.log2(shares)
     exponent = (log * log + 125 * log) / 612.0 - 7.0 / 34.0
-    return int(math.ceil(10 ** exponent))
+    return math.ceil(10 ** exponent)
 
 
 def swap_to_v2(swap: int, limit: int) -> int:
@@ -110,7 +114,8 @@ class DeviceState:
 
     __slots__ = ("default_allow", "exceptions")
 
-    def __init__(self, default_allow: bool = True, exceptions: dict | None = None) -> None:
+    def __init__(self, default_allow: bool = True,
+                 exceptions: dict[tuple[str, int, int], str] | None = None) -> None:
         self.default_allow = default_allow
         self.exceptions: dict[tuple[str, int, int], str] = dict(exceptions or {})
 
@@ -141,7 +146,7 @@ class DeviceState:
         return self.default_allow and not self.exceptions
 
 
-def device_target(rules: list) -> DeviceState:
+def device_target(rules: list[DeviceRule]) -> DeviceState:
     """The state ``linux.resources.devices`` asks for, from a fresh (allow-all) cgroup.
 
     Rules apply in the listed order, as the spec says.  runc starts from deny-all
@@ -222,18 +227,18 @@ def _has_value(value: object) -> bool:
     return bool(value)
 
 
-def check_supported(r: object, layout: str, skip_devices: bool = False) -> None:
+def check_supported(r: Resources, layout: str, skip_devices: bool = False) -> None:
     """Raise CgroupError listing every part of ``r`` (a Resources) this layout cannot apply.
 
     Called before any file is written, so a refused config leaves no half-set cgroup.
     """
     problems: list[str] = []
-    raw = (("blockIO", r.block_io), ("hugepageLimits", r.hugepage_limits),  # type: ignore[attr-defined]
-           ("network", r.network), ("rdma", r.rdma), ("unified", r.unified))  # type: ignore[attr-defined]
+    raw = (("blockIO", r.block_io), ("hugepageLimits", r.hugepage_limits),
+           ("network", r.network), ("rdma", r.rdma), ("unified", r.unified))
     for name, value in raw:
         if _has_value(value):
             problems.append(f"linux.resources.{name}: {NOT_YET}")
-    mem = r.memory  # type: ignore[attr-defined]
+    mem = r.memory
     if mem is not None:
         if mem.kernel:
             problems.append(f"linux.resources.memory.kernel: {NOT_YET}")
@@ -257,7 +262,7 @@ def check_supported(r: object, layout: str, skip_devices: bool = False) -> None:
                 swap_to_v2(mem.swap or 0, mem.limit or 0)
             except CgroupError as e:
                 problems.append(str(e))
-    cpu = r.cpu  # type: ignore[attr-defined]
+    cpu = r.cpu
     if cpu is not None:
         if cpu.realtime_runtime:
             problems.append(f"linux.resources.cpu.realtimeRuntime: {NOT_YET}")
@@ -265,7 +270,7 @@ def check_supported(r: object, layout: str, skip_devices: bool = False) -> None:
             problems.append(f"linux.resources.cpu.realtimePeriod: {NOT_YET}")
         if cpu.burst is not None and cpu.quota and 0 < cpu.quota < cpu.burst:
             problems.append(f"linux.resources.cpu.burst: {cpu.burst} is larger than the quota {cpu.quota}")
-    devices = r.devices  # type: ignore[attr-defined]
+    devices = r.devices
     if devices and not skip_devices:
         try:
             target = device_target(devices)

@@ -11,9 +11,31 @@ from __future__ import annotations
 import errno
 import os
 
-from .base import (CgroupError, Manager, join_cgroup, make_dirs, read_file, read_value,
-                   remove_created, remove_tree, signal_pids, tree_pids, write_file, write_raw)
-from .resources import (check_supported, device_target, device_transition, parse_devices_list)
+from .base import (
+    CgroupError,
+    Manager,
+    join_cgroup,
+    make_dirs,
+    read_file,
+    read_value,
+    remove_created,
+    remove_tree,
+    signal_pids,
+    tree_pids,
+    write_file,
+    write_raw,
+)
+from .resources import (
+    check_supported,
+    device_target,
+    device_transition,
+    parse_devices_list,
+    pids_max,
+)
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (hot path)
+if TYPE_CHECKING:
+    from ..config import CPU, DeviceRule, Memory, Resources
 
 # Join order: cpuset first (its cpus/mems must be set before anyone joins), devices early.
 _ORDER = ("cpuset", "devices", "memory", "cpu", "cpuacct", "pids")
@@ -47,7 +69,7 @@ class V1Manager(Manager):
             raise CgroupError(f"{what}: the {controller} cgroup controller is not mounted")
         return p
 
-    def to_state(self) -> dict:
+    def to_state(self) -> dict[str, object]:
         return {"layout": self.layout, "paths": dict(self.paths), "skip_devices": self.skip_devices}
 
     def __repr__(self) -> str:
@@ -58,14 +80,16 @@ class V1Manager(Manager):
 
     # ------------------------------------------------------------------ create
 
-    def create(self, resources: object = None) -> None:
+    def create(self, resources: Resources | None = None) -> None:
         if "devices" not in self.paths and not self.skip_devices:
             # runc treats a missing devices hierarchy as fatal: it is the device policy
             raise CgroupError("the devices cgroup controller is not mounted; it is required for "
                               "the container's device policy")
         created: list[str] = []
         try:
-            for ctl in self.paths:
+            # cpuset first: a directory it shares with co-mounted controllers must be
+            # initialised by it, not merely made
+            for ctl in sorted(self.paths, key=lambda c: c != "cpuset"):
                 if ctl == "cpuset":
                     self._create_cpuset(self.paths[ctl], resources, created)
                 else:
@@ -74,24 +98,30 @@ class V1Manager(Manager):
             remove_created(created)
             raise
 
-    def _create_cpuset(self, path: str, resources: object, created: list[str]) -> None:
-        """mkdir -p where every new cpuset cgroup gets cpus/mems before any task can join.
+    def _create_cpuset(self, path: str, resources: Resources | None, created: list[str]) -> None:
+        """mkdir -p where every cpuset cgroup on the way has cpus/mems before anyone joins.
 
         A new v1 cpuset cgroup starts with empty cpuset.cpus and cpuset.mems, and joining
-        it fails (ENOSPC) until both are set: copy them from the parent, level by level
+        it fails (ENOSPC) until both are set: copy them from the parent, top-down
         (runc's cpusetEnsureParent).  For the leaf, the requested values come first.
+        Only empty (hence unusable) ancestors are written: they are ours, or a
+        concurrent creator's that has not got round to it yet.
         """
-        cpu = getattr(resources, "cpu", None)
-        for d in make_dirs(path, created):
-            if d == path and cpu is not None:
-                if cpu.cpus:
-                    write_file(d, "cpuset.cpus", cpu.cpus, "linux.resources.cpu.cpus")
-                if cpu.mems:
-                    write_file(d, "cpuset.mems", cpu.mems, "linux.resources.cpu.mems")
+        make_dirs(path, created)
+        chain = []
+        current = os.path.dirname(path)
+        while not read_value(current, "cpuset.cpus", f"cgroup {current}") \
+                or not read_value(current, "cpuset.mems", f"cgroup {current}"):
+            chain.append(current)
+            current = os.path.dirname(current)
+        for d in reversed(chain):
             self._cpuset_copy_if_empty(d)
-        # An existing leaf (e.g. a shared cgroupsPath) may still lack cpus/mems.
-        if path not in created:
-            self._cpuset_copy_if_empty(path)
+        cpu = resources.cpu if resources is not None else None
+        if cpu is not None and cpu.cpus:
+            write_file(path, "cpuset.cpus", cpu.cpus, "linux.resources.cpu.cpus")
+        if cpu is not None and cpu.mems:
+            write_file(path, "cpuset.mems", cpu.mems, "linux.resources.cpu.mems")
+        self._cpuset_copy_if_empty(path)
 
     @staticmethod
     def _cpuset_copy_if_empty(d: str) -> None:
@@ -103,32 +133,31 @@ class V1Manager(Manager):
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, resources: object) -> None:
+    def apply(self, resources: Resources | None) -> None:
         if resources is None:
             return
         r = resources
         check_supported(r, self.layout, self.skip_devices)
-        cpu = r.cpu  # type: ignore[attr-defined]
+        # order as runc's: cpuset, devices, memory, cpu, pids
+        cpu = r.cpu
         if cpu is not None and (cpu.cpus or cpu.mems):
             d = self._need("cpuset", "linux.resources.cpu.cpus" if cpu.cpus else "linux.resources.cpu.mems")
             if cpu.cpus:
                 write_file(d, "cpuset.cpus", cpu.cpus, "linux.resources.cpu.cpus")
             if cpu.mems:
                 write_file(d, "cpuset.mems", cpu.mems, "linux.resources.cpu.mems")
-        if r.devices and not self.skip_devices:  # type: ignore[attr-defined]
-            self._apply_devices(r.devices)  # type: ignore[attr-defined]
-        if r.memory is not None:  # type: ignore[attr-defined]
-            self._apply_memory(r.memory)  # type: ignore[attr-defined]
+        if r.devices and not self.skip_devices:
+            self._apply_devices(r.devices)
+        if r.memory is not None:
+            self._apply_memory(r.memory)
         if cpu is not None:
             self._apply_cpu(cpu)
-        pids = r.pids  # type: ignore[attr-defined]
+        pids = r.pids
         if pids is not None and pids.limit is not None:
-            from .resources import pids_max
-
             d = self._need("pids", "linux.resources.pids.limit")
             write_file(d, "pids.max", pids_max(pids.limit), "linux.resources.pids.limit")
 
-    def _apply_devices(self, rules: list) -> None:
+    def _apply_devices(self, rules: list[DeviceRule]) -> None:
         what = "linux.resources.devices"
         d = self._need("devices", what)
         target = device_target(rules)
@@ -141,11 +170,11 @@ class V1Manager(Manager):
                 raise CgroupError(f"{what}: the devices cgroup {d} does not match the rules "
                                   f"after writing them (devices.list: {after!r}, wanted {target!r})")
 
-    def _apply_memory(self, mem: object) -> None:
+    def _apply_memory(self, mem: Memory) -> None:
         d = self._need("memory", "linux.resources.memory")
-        limit = mem.limit or 0  # type: ignore[attr-defined]
-        swap = mem.swap or 0  # type: ignore[attr-defined]
-        if mem.check_before_update and (limit > 0 or swap > 0):  # type: ignore[attr-defined]
+        limit = mem.limit or 0
+        swap = mem.swap or 0
+        if mem.check_before_update and (limit > 0 or swap > 0):
             usage = int(read_value(d, "memory.usage_in_bytes", "linux.resources.memory"))
             if 0 < swap <= usage:
                 raise CgroupError(f"linux.resources.memory.swap: rejecting memory+swap limit {swap} "
@@ -167,12 +196,12 @@ class V1Manager(Manager):
         else:
             self._write_limit(d, limit)
             self._write_swap(d, swap)
-        if mem.reservation:  # type: ignore[attr-defined]
-            write_file(d, "memory.soft_limit_in_bytes", str(mem.reservation),  # type: ignore[attr-defined]
+        if mem.reservation:
+            write_file(d, "memory.soft_limit_in_bytes", str(mem.reservation),
                        "linux.resources.memory.reservation")
-        if mem.disable_oom_killer:  # type: ignore[attr-defined]
+        if mem.disable_oom_killer:
             write_file(d, "memory.oom_control", "1", "linux.resources.memory.disableOOMKiller")
-        sw = mem.swappiness  # type: ignore[attr-defined]
+        sw = mem.swappiness
         if sw is not None and sw != -1:
             write_file(d, "memory.swappiness", str(sw), "linux.resources.memory.swappiness")
 
@@ -200,12 +229,12 @@ class V1Manager(Manager):
                               "no swap accounting (boot with swapaccount=1)", errno.ENOENT)
         write_file(d, "memory.memsw.limit_in_bytes", str(swap), what)
 
-    def _apply_cpu(self, cpu: object) -> None:
-        shares = cpu.shares or 0  # type: ignore[attr-defined]
-        quota = cpu.quota or 0  # type: ignore[attr-defined]
-        period = cpu.period or 0  # type: ignore[attr-defined]
-        burst = cpu.burst  # type: ignore[attr-defined]
-        idle = cpu.idle  # type: ignore[attr-defined]
+    def _apply_cpu(self, cpu: CPU) -> None:
+        shares = cpu.shares or 0
+        quota = cpu.quota or 0
+        period = cpu.period or 0
+        burst = cpu.burst
+        idle = cpu.idle
         if not (shares or quota or period or burst is not None or idle is not None):
             return
         d = self._need("cpu", "linux.resources.cpu")
@@ -235,7 +264,8 @@ class V1Manager(Manager):
             write_file(d, "cpu.idle", str(idle), "linux.resources.cpu.idle")
 
     @staticmethod
-    def _cfs(d: str, name: str, value: str, what: str, retry: bool, pending: list) -> None:
+    def _cfs(d: str, name: str, value: str, what: str, retry: bool,
+             pending: list[tuple[str, str, str]]) -> None:
         try:
             write_file(d, name, value, what)
         except CgroupError as e:

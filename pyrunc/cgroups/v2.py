@@ -11,23 +11,44 @@ from __future__ import annotations
 import errno
 import os
 
-from .base import (CgroupError, Manager, join_cgroup, make_dirs, read_file, remove_created,
-                   remove_tree, signal_pids, tree_pids, write_file, write_raw)
-from .resources import (check_supported, cpu_max, pids_max, shares_to_weight, swap_to_v2,
-                        v2_number)
+from .base import (
+    CgroupError,
+    Manager,
+    join_cgroup,
+    make_dirs,
+    read_file,
+    remove_created,
+    remove_tree,
+    signal_pids,
+    tree_pids,
+    write_file,
+    write_raw,
+)
+from .resources import (
+    check_supported,
+    cpu_max,
+    pids_max,
+    shares_to_weight,
+    swap_to_v2,
+    v2_number,
+)
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (hot path)
+if TYPE_CHECKING:
+    from ..config import CPU, Memory, Resources
 
 
-def _uses_domain_controllers(r: object) -> bool:
+def _uses_domain_controllers(r: Resources | None) -> bool:
     """memory, io, cpu or hugetlb settings (runc's containsDomainController)."""
     if r is None:
         return False
-    mem, cpu = getattr(r, "memory", None), getattr(r, "cpu", None)
+    mem, cpu = r.memory, r.cpu
     if mem is not None and (mem.limit or mem.reservation or mem.swap):
         return True
     if cpu is not None and (cpu.shares or cpu.quota or cpu.period or cpu.idle is not None
                             or cpu.burst is not None):
         return True
-    return bool(getattr(r, "block_io", None) or getattr(r, "hugepage_limits", None))
+    return bool(r.block_io or r.hugepage_limits)
 
 
 class V2Manager(Manager):
@@ -44,7 +65,7 @@ class V2Manager(Manager):
     def path(self, controller: str = "") -> str:
         return self.dir
 
-    def to_state(self) -> dict:
+    def to_state(self) -> dict[str, object]:
         return {"layout": "v2", "path": self.dir, "mount": self.mount, "skip_devices": self.skip_devices}
 
     def __repr__(self) -> str:
@@ -55,7 +76,7 @@ class V2Manager(Manager):
 
     # ------------------------------------------------------------------ create
 
-    def create(self, resources: object = None) -> None:
+    def create(self, resources: Resources | None = None) -> None:
         created: list[str] = []
         try:
             make_dirs(self.dir, created)
@@ -91,7 +112,7 @@ class V2Manager(Manager):
                     pass
 
     @staticmethod
-    def _check_type(d: str, resources: object) -> None:
+    def _check_type(d: str, resources: Resources | None) -> None:
         """A cgroup below a populated one is "domain invalid": only threaded controllers work."""
         try:
             cg_type = read_file(d + "/cgroup.type").strip()
@@ -128,17 +149,17 @@ class V2Manager(Manager):
                                   e.errno) from None
             raise
 
-    def apply(self, resources: object) -> None:
+    def apply(self, resources: Resources | None) -> None:
         if resources is None:
             return
         r = resources
         check_supported(r, "v2", self.skip_devices)
-        pids = r.pids  # type: ignore[attr-defined]
+        pids = r.pids
         if pids is not None and pids.limit is not None:
             self._write("pids.max", pids_max(pids.limit), "linux.resources.pids.limit")
-        if r.memory is not None:  # type: ignore[attr-defined]
-            self._apply_memory(r.memory)  # type: ignore[attr-defined]
-        cpu = r.cpu  # type: ignore[attr-defined]
+        if r.memory is not None:
+            self._apply_memory(r.memory)
+        cpu = r.cpu
         if cpu is not None:
             self._apply_cpu(cpu)
             if cpu.cpus:
@@ -146,13 +167,13 @@ class V2Manager(Manager):
             if cpu.mems:
                 self._write("cpuset.mems", cpu.mems, "linux.resources.cpu.mems")
 
-    def _apply_memory(self, mem: object) -> None:
-        limit = mem.limit or 0  # type: ignore[attr-defined]
-        swap_oci = mem.swap or 0  # type: ignore[attr-defined]
-        reservation = mem.reservation or 0  # type: ignore[attr-defined]
+    def _apply_memory(self, mem: Memory) -> None:
+        limit = mem.limit or 0
+        swap_oci = mem.swap or 0
+        reservation = mem.reservation or 0
         if not (limit or swap_oci or reservation):
             return
-        if mem.check_before_update and (limit > 0 or swap_oci > 0):  # type: ignore[attr-defined]
+        if mem.check_before_update and (limit > 0 or swap_oci > 0):
             try:
                 usage = int(read_file(self.dir + "/memory.current"))
             except OSError:
@@ -178,16 +199,16 @@ class V2Manager(Manager):
         if reservation:
             self._write("memory.low", v2_number(reservation), "linux.resources.memory.reservation")
 
-    def _apply_cpu(self, cpu: object) -> None:
-        idle = cpu.idle  # type: ignore[attr-defined]
+    def _apply_cpu(self, cpu: CPU) -> None:
+        idle = cpu.idle
         if idle is not None:
             self._write("cpu.idle", str(idle), "linux.resources.cpu.idle")
-        weight = shares_to_weight(cpu.shares or 0)  # type: ignore[attr-defined]
+        weight = shares_to_weight(cpu.shares or 0)
         if weight:
             self._write("cpu.weight", str(weight), "linux.resources.cpu.shares")
-        quota = cpu.quota or 0  # type: ignore[attr-defined]
-        period = cpu.period or 0  # type: ignore[attr-defined]
-        burst = cpu.burst  # type: ignore[attr-defined]
+        quota = cpu.quota or 0
+        period = cpu.period or 0
+        burst = cpu.burst
         burst_later = False
         if burst is not None:
             try:

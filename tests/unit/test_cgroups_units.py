@@ -11,9 +11,18 @@ import pytest
 
 from pyrunc.cgroups import CgroupError, manager_from_state
 from pyrunc.cgroups import paths as P
-from pyrunc.cgroups.resources import (DeviceState, check_supported, cpu_max, device_target,
-                                      device_transition, parse_devices_list, pids_max,
-                                      shares_to_weight, swap_to_v2, v2_number)
+from pyrunc.cgroups.resources import (
+    DeviceState,
+    check_supported,
+    cpu_max,
+    device_target,
+    device_transition,
+    parse_devices_list,
+    pids_max,
+    shares_to_weight,
+    swap_to_v2,
+    v2_number,
+)
 from pyrunc.config import CPU, DeviceRule, Memory, Pids, Resources
 from pyrunc.errors import PyruncError
 

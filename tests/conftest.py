@@ -1,0 +1,215 @@
+"""Shared fixtures: a busybox rootfs, bundles, a pyrunc runner with its own --root, leak checks.
+
+Integration tests run real containers on the real kernel as root.  Every container
+id starts with ``TEST_PREFIX`` so that its cgroups and processes can be found; at the
+end of the session ``leak_check`` fails the run if any mount, cgroup, process or
+state directory of ours is left on the host.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PYRUNC = os.environ.get("PYRUNC", str(REPO / ".venv" / "bin" / "pyrunc"))
+TEST_PREFIX = f"pyrunc-t{os.getpid()}-"
+
+_spec = importlib.util.spec_from_file_location("mkbundle", REPO / "hack" / "mkbundle.py")
+assert _spec is not None and _spec.loader is not None
+mkbundle = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mkbundle)
+
+_ids = itertools.count(1)
+
+
+def new_id() -> str:
+    return f"{TEST_PREFIX}{next(_ids)}"
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+needs_root = pytest.mark.skipif(not is_root(), reason="integration tests run containers and need root")
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Path:
+    # World-traversable (not pytest's 0700 tmp dirs): containers with a user namespace
+    # must be able to reach their rootfs.
+    d = Path(tempfile.mkdtemp(prefix="pyrunc-test-", dir="/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def rootfs(workdir: Path) -> Path:
+    path = workdir / "rootfs"
+    mkbundle.build_rootfs(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def state_root(workdir: Path) -> Path:
+    return workdir / "state"
+
+
+class Pyrunc:
+    """Runs the pyrunc command line with this session's --root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.extra_global: list[str] = []
+
+    def argv(self, *args: str) -> list[str]:
+        return [PYRUNC, "--root", str(self.root), *self.extra_global, *args]
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None,
+                 stdout: object = None, stderr: object = None, **kw: object) -> subprocess.CompletedProcess:
+        """Run one command.  Output is captured through files, not pipes: a container made by
+        ``create`` inherits pyrunc's stdio and would hold a pipe open long after we return."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            p = subprocess.run(self.argv(*args), input=input.encode() if input is not None else None,
+                               stdout=stdout or out, stderr=stderr or err, timeout=timeout,
+                               stdin=None if input is not None else subprocess.DEVNULL, **kw)
+            out.seek(0)
+            err.seek(0)
+            p.stdout = out.read().decode(errors="replace")
+            p.stderr = err.read().decode(errors="replace")
+        if check and p.returncode != 0:
+            raise AssertionError(f"pyrunc {' '.join(args)} exited {p.returncode}\nstdout: {p.stdout}\n"
+                                 f"stderr: {p.stderr}")
+        return p
+
+    def state(self, cid: str) -> dict:
+        return json.loads(self("state", cid).stdout)
+
+    def ids(self) -> list[str]:
+        out = self("list", "-q", check=False).stdout
+        return [line for line in out.splitlines() if line]
+
+
+@pytest.fixture
+def pyrunc(state_root: Path) -> Pyrunc:
+    runner = Pyrunc(state_root)
+    yield runner
+    left = runner.ids()
+    for cid in left:
+        runner("delete", "--force", cid, check=False)
+    assert not runner.ids(), "containers survived delete --force"
+
+
+class BundleFactory:
+    def __init__(self, base: Path, rootfs: Path) -> None:
+        self.base = base
+        self.rootfs = rootfs
+        self.n = 0
+
+    def __call__(self, args: list[str] | None = None, **options: object) -> Path:
+        """A bundle whose rootfs is the shared busybox tree; ``options`` go to mkbundle's
+        default_config (e.g. terminal, hostname); edit the returned bundle's config with
+        ``edit_config``."""
+        self.n += 1
+        bundle = self.base / f"bundle{self.n}"
+        bundle.mkdir()
+        cfg = mkbundle.default_config(args or ["true"], **options)
+        cfg["root"]["path"] = str(self.rootfs)
+        mkbundle.write_config(bundle, cfg)
+        return bundle
+
+
+@pytest.fixture
+def make_bundle(tmp_path: Path, rootfs: Path) -> BundleFactory:
+    return BundleFactory(tmp_path, rootfs)
+
+
+def read_config(bundle: Path) -> dict:
+    return json.loads((bundle / "config.json").read_text())
+
+
+def write_config(bundle: Path, cfg: dict) -> None:
+    (bundle / "config.json").write_text(json.dumps(cfg, indent=2))
+
+
+def edit_config(bundle: Path, fn) -> dict:  # type: ignore[no-untyped-def]
+    cfg = read_config(bundle)
+    fn(cfg)
+    write_config(bundle, cfg)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------ leak check
+
+
+def _our_mounts(workdir: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.strip() for line in f if str(workdir) in line or TEST_PREFIX in line]
+
+
+def _our_cgroups() -> list[str]:
+    found = []
+    for top, dirs, _files in os.walk("/sys/fs/cgroup"):
+        for d in dirs:
+            if d.startswith(TEST_PREFIX) or "pyrunc-test" in d:
+                found.append(os.path.join(top, d))
+        if top.count("/") > 8:
+            dirs[:] = []
+    return found
+
+
+def _our_processes() -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if TEST_PREFIX in text and not _is_zombie(pid):
+            found.append(pid)
+    return found
+
+
+def _is_zombie(pid: str) -> bool:
+    """A dead container init waits for its reaper (the host's init, once pyrunc has exited):
+    that is not ours to clean up."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leak_check(workdir: Path, state_root: Path) -> None:
+    yield
+    problems = []
+    if state_root.exists() and os.listdir(state_root):
+        problems.append(f"state directories left: {os.listdir(state_root)}")
+    mounts = _our_mounts(workdir)
+    if mounts:
+        problems.append(f"mounts left: {mounts}")
+    cgroups = _our_cgroups()
+    if cgroups:
+        problems.append(f"cgroups left: {cgroups}")
+    procs = _our_processes()
+    deadline = time.monotonic() + 3
+    while procs and time.monotonic() < deadline:  # SIGKILLed processes take a moment to go
+        time.sleep(0.1)
+        procs = _our_processes()
+    if procs:
+        problems.append(f"processes left in our cgroups: {procs}")
+    assert not problems, "leaks after the test session:\n" + "\n".join(problems)

@@ -80,7 +80,11 @@ class Runtime:
             cgroup.create(resources)
             cgroup.apply(resources)
             os.mkfifo(entry.file(S.GATE_FIFO), 0o600)
-            init.spawn()
+            gate = os.open(entry.file(S.GATE_FIFO), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                init.spawn(gate)
+            finally:
+                os.close(gate)
             cgroup.add(init.stage1_pid)
             container = Container(self, entry, st)
             init.handshake(

@@ -16,7 +16,8 @@ from .channel import (GO, HOOKS, HOOKS_DONE, PID, PID_DONE, READY, USERMAP, USER
                       Channel, ChannelClosed)
 from .errors import InitError
 
-_BOOT = "import sys;sys.path[:0]=sys.argv[2:];from pyrunc.init import main;main(int(sys.argv[1]))"
+_BOOT = ("import sys;sys.path[:0]=sys.argv[3:];from pyrunc.init import main;"
+         "main(int(sys.argv[1]),int(sys.argv[2]))")
 
 
 def _import_paths() -> list[str]:
@@ -33,7 +34,9 @@ class InitProcess:
         self.pid = 0  # the container's init, once known
         self.chan: Channel | None = None
 
-    def spawn(self) -> int:
+    def spawn(self, gate_fd: int) -> int:
+        """Start the init stage; it inherits our end of the channel and the start gate's read end
+        (opened here, by us: a container with a user namespace could not open it by path)."""
         parent, child = Channel.pair()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child until exec
@@ -43,9 +46,11 @@ class InitProcess:
                 _prctl.prctl(_prctl.PR_SET_PDEATHSIG, 9)
                 # The channel goes above the preserved fds, which the container inherits as 3..3+N-1.
                 fd = fcntl.fcntl(child.fileno(), fcntl.F_DUPFD, 3 + self.preserve_fds)
+                gate = fcntl.fcntl(gate_fd, fcntl.F_DUPFD, 3 + self.preserve_fds)
                 for keep in range(3, 3 + self.preserve_fds):
                     os.set_inheritable(keep, True)
-                os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", _BOOT, str(fd)] + _import_paths())
+                os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", _BOOT, str(fd), str(gate)]
+                         + _import_paths())
             except BaseException as e:  # noqa: BLE001
                 os.write(2, f"pyrunc: cannot start the init stage: {e}\n".encode())
             os._exit(127)

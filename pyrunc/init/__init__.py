@@ -22,7 +22,8 @@ from ..hooks import run_hooks
 from . import namespaces, process, rootfs
 
 
-def main(fd: int) -> None:
+def main(fd: int, gate: int) -> None:
+    """``fd``: our end of the channel; ``gate``: the read end of the start gate fifo."""
     # Nobody may ptrace us or open our /proc files (e.g. /proc/PID/exe, the host's
     # python) while a host interpreter runs in the container's namespaces.
     L.prctl(L.PR_SET_DUMPABLE, 0)
@@ -34,7 +35,7 @@ def main(fd: int) -> None:
             cfg = Config.from_dict(jsonio.loads(f.read()))
         namespaces.enter(chan, cfg.linux)
         pid_done = namespaces.fork_init(chan)
-        container_init(chan, cfg, go, pid_done["state"])  # type: ignore[arg-type]
+        container_init(chan, cfg, go, gate, pid_done["state"])  # type: ignore[arg-type]
     except BaseException as e:  # noqa: BLE001 - every failure must reach the parent as a message
         if go.get("debug"):
             import traceback  # only with --debug: the rootfs may already be ours then
@@ -53,10 +54,12 @@ def describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def container_init(chan: Channel, cfg: Config, go: dict, state: dict) -> None:
+def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict) -> None:
     linux, proc = cfg.linux, cfg.process
     assert proc is not None and cfg.root is not None
     os.setsid()
+    if linux.creates("network"):
+        L.interface_up("lo")  # runc brings loopback up in a new network namespace, so do we
     in_user_ns = linux.is_private("user")
     fs = rootfs.RootfsBuilder(go["rootfs"], go["bundle"], in_user_ns, linux.is_private("cgroup"))
     fs.prepare(linux.rootfs_propagation)
@@ -85,7 +88,7 @@ def container_init(chan: Channel, cfg: Config, go: dict, state: dict) -> None:
     fs.readonly_paths(linux.readonly_paths)
     if cfg.root.readonly:
         fs.readonly_root()
-    gate = os.open(os.path.join(go["state_dir"], "exec.fifo"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    os.set_inheritable(gate, False)
     known = process.last_cap()
 
     fs.enter(go["no_pivot"])

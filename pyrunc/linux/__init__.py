@@ -197,3 +197,23 @@ def pidfd_open(pid: int) -> int:
 
 def pidfd_send_signal(pidfd: int, sig: int) -> None:
     _check(_syscall(_PIDFD_SEND_SIGNAL, pidfd, sig, None, 0))
+
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def interface_up(name: str) -> None:
+    """Bring a network interface up with the SIOCSIFFLAGS ioctl (no netlink library needed)."""
+    import _socket
+    import fcntl
+    import struct
+
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        req = struct.pack("16sh22x", name.encode(), 0)
+        flags = struct.unpack("16sh22x", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", name.encode(), flags | IFF_UP))
+    finally:
+        sock.close()

@@ -3,7 +3,8 @@
 #   - Debian packages the project and its tests need (apt-get update only when
 #     something is missing),
 #   - .venv at the repo top, made with Debian's /usr/bin/python3,
-#   - `pip install -e '.[test]'` into it, redone only when pyproject.toml changes.
+#   - `pip install -e '.[test]'` into it, redone only when pyproject.toml changes,
+#     then pyrunc's fast launcher over pip's console script (pyrunc/launcher.py).
 # Quiet on success; on failure prints what failed and the command's output.
 # Fast (well under a second) when everything is already there.
 #
@@ -104,7 +105,12 @@ want=${want%% *}
 have=$(cat "$stamp" 2>/dev/null || true)
 if [[ ${SETUP_FORCE_PIP:-0} != 0 || $want != "$have" || ! -x $venv/bin/pyrunc ]]; then
     rm -f "$stamp"
+    # compat mode: a plain path in a .pth file; the default editable finder imports
+    # pathlib and re at every interpreter start (~8 ms on every pyrunc command).
     run_quiet "pip install -e '.[test]'" \
-        "$venv/bin/python" -m pip install --disable-pip-version-check -q -e "${repo}[test]"
+        "$venv/bin/python" -m pip install --disable-pip-version-check -q \
+        --config-settings editable_mode=compat -e "${repo}[test]"
+    # Replace pip's console script with pyrunc's -I -S launcher (see pyrunc/launcher.py).
+    run_quiet "writing the pyrunc launcher" "$venv/bin/python" -m pyrunc.launcher "$venv/bin/pyrunc"
     echo "$want" >"$stamp"
 fi

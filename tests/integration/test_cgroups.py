@@ -5,7 +5,7 @@ so nothing lands in the cgroups of whoever runs the tests), starts real ``sleep`
 processes, and the fixture removes everything it made even when the test fails.
 
 v1/hybrid tests run on a v1 or hybrid host.  ``test_v2_*`` run on a pure cgroup v2
-host; elsewhere ``test_pure_cgroup2_in_vm`` runs them inside ``cgroup2-vm``
+host; elsewhere ``test_cgroup2_vm.py`` runs them inside ``cgroup2-vm``
 (``<repo>/../shared/tools/cgroup2-vm``), a throwaway QEMU guest with a cgroup2-only
 /sys/fs/cgroup:  cgroup2-vm .venv/bin/python -m pytest -q -k v2 tests/integration/test_cgroups.py
 """
@@ -36,8 +36,12 @@ MiB = 1 << 20
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="cgroup integration tests need root")
 v1_only = pytest.mark.skipif(LAYOUT not in ("v1", "hybrid"),
                              reason=f"needs a cgroup v1 or hybrid host (this one is {LAYOUT})")
-v2_only = pytest.mark.skipif(LAYOUT != "v2", reason=f"needs a pure cgroup v2 host (this one is {LAYOUT}); "
-                             "test_pure_cgroup2_in_vm runs these in cgroup2-vm")
+_skip_unless_v2 = pytest.mark.skipif(LAYOUT != "v2", reason=f"needs a pure cgroup v2 host (this one is {LAYOUT}); "
+                                     "test_cgroup2_vm.py runs these in cgroup2-vm")
+
+
+def v2_only(fn):  # type: ignore[no-untyped-def]
+    return pytest.mark.cgroup2(_skip_unless_v2(fn))
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -558,34 +562,3 @@ def test_v2_relative_path_is_below_the_parent_of_our_cgroup(sandbox):
     mgr.kill_all(signal.SIGKILL)
     wait_dead(p)
     mgr.destroy()
-
-
-# ---------------------------------------------------------------------------- v2 via the VM
-
-
-def _cgroup2_vm() -> str:
-    return os.path.normpath(os.path.join(REPO, "..", "shared", "tools", "cgroup2-vm"))
-
-
-def test_pure_cgroup2_in_vm():
-    """On a host that is not pure cgroup v2, run the test_v2_* tests inside cgroup2-vm."""
-    if LAYOUT == "v2":
-        pytest.skip("this host is pure cgroup v2: the test_v2_* tests run directly")
-    if os.environ.get("PYRUNC_IN_CGROUP2_VM"):
-        pytest.skip("already inside cgroup2-vm")
-    tool = _cgroup2_vm()
-    if not os.access(tool, os.X_OK):
-        pytest.skip(f"not a cgroup v2 host ({LAYOUT}) and no cgroup2-vm tool at {tool}")
-    env = dict(os.environ, PYRUNC_IN_CGROUP2_VM="1", CGROUP2_VM_TIMEOUT="570")
-    cmd = [tool, sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-           "-k", "v2", os.path.relpath(os.path.abspath(__file__), REPO)]
-    started = time.monotonic()
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-                       check=False)
-    took = time.monotonic() - started
-    out = r.stdout + r.stderr
-    print(f"cgroup2-vm run took {took:.1f} s\n{out}")
-    assert r.returncode == 0, f"v2 tests failed in cgroup2-vm (rc {r.returncode}, {took:.0f} s):\n{out}"
-    summary = out.strip().splitlines()[-1]
-    assert re.search(r"\b\d+ passed\b", summary), summary
-    assert "skipped" not in summary and "deselected" in summary, summary

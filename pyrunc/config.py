@@ -164,10 +164,12 @@ class DeviceRule:
 
 
 def device_cgroup_rules(linux: Linux) -> list[DeviceRule]:
-    """The config's device rules, then what the container must reach whatever they say:
-    the default devices, /dev/ptmx and the pts devices, and every entry of linux.devices
-    (runc's AllowedDevices, including mknod of any device node)."""
-    rules = list(linux.resources.devices) if linux.resources is not None else []
+    """Deny everything, then the config's device rules, then what the container must reach
+    whatever they say: the default devices, /dev/ptmx and the pts devices, and every entry
+    of linux.devices (runc's AllowedDevices, including mknod of any device node).  The
+    leading deny-all is runc's whitelist default: a config without rules gets no other device."""
+    rules = [DeviceRule(False, "a", None, None, "rwm")]
+    rules += list(linux.resources.devices) if linux.resources is not None else []
     rules += [DeviceRule(True, "c", None, None, "m"), DeviceRule(True, "b", None, None, "m")]
     rules += [DeviceRule(True, "c", major, minor, "rwm") for _, major, minor in DEFAULT_DEVICES]
     rules += [DeviceRule(True, "c", 5, 2, "rwm"), DeviceRule(True, "c", 136, None, "rwm")]

@@ -220,8 +220,38 @@ def _equal(a: object, b: object) -> bool:
     return a == b
 
 
-_patterns: dict[str, object] = {}
 _REGEX_META = frozenset("\\.^$*+?{}[]()|")
+_SEMVER = ("^(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)(-(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+           "(\\.(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*))*)?(\\+[0-9A-Za-z-]+(\\.[0-9A-Za-z-]+)*)?$")
+_ALNUM_HYPHEN = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-")
+
+
+def _is_semver(s: str) -> bool:
+    """The SemVer pattern above without ``re`` (whose import costs ~5 ms on every create).
+    Like the regex's ``$``, a single trailing newline is tolerated."""
+    if s.endswith("\n"):
+        s = s[:-1]
+    core, plus, build = s.partition("+")
+    if plus and not all(part and _ALNUM_HYPHEN.issuperset(part) for part in build.split(".")):
+        return False
+    core, dash, pre = core.partition("-")
+    if dash and not all(_is_pre_release_id(part) for part in pre.split(".")):
+        return False
+    numbers = core.split(".")
+    return len(numbers) == 3 and all(_is_semver_number(n) for n in numbers)
+
+
+def _is_semver_number(n: str) -> bool:
+    return n.isascii() and n.isdigit() and (n == "0" or not n.startswith("0"))
+
+
+def _is_pre_release_id(part: str) -> bool:
+    if not part or not _ALNUM_HYPHEN.issuperset(part):
+        return False
+    return _is_semver_number(part) if part.isdigit() else True
+
+
+_patterns: dict[str, object] = {_SEMVER: lambda s: _is_semver(s)}
 
 
 def _matcher(pattern: str):

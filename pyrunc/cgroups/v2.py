@@ -3,7 +3,8 @@
 Controllers reach a cgroup only when every ancestor lists them in
 ``cgroup.subtree_control``; ``create`` enables, like runc's CreateCgroupPath, every
 controller each ancestor offers (from the mount root down to the leaf's parent),
-writing only the missing ones.
+writing only the missing ones.  Device rules have no files on v2: ``apply`` hands them
+to ``ebpf``, which attaches a BPF_PROG_TYPE_CGROUP_DEVICE program to the cgroup.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .base import (
 from .resources import (
     check_supported,
     cpu_max,
+    device_target,
     pids_max,
     shares_to_weight,
     swap_to_v2,
@@ -36,6 +38,7 @@ from .resources import (
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (hot path)
 if TYPE_CHECKING:
     from ..config import CPU, Memory, Resources
+    from .resources import DeviceState
 
 
 def _uses_domain_controllers(r: Resources | None) -> bool:
@@ -153,7 +156,9 @@ class V2Manager(Manager):
         if resources is None:
             return
         r = resources
-        check_supported(r, "v2", self.skip_devices)
+        devices = self._check(r)
+        if devices is not None:
+            self._apply_devices(devices)
         pids = r.pids
         if pids is not None and pids.limit is not None:
             self._write("pids.max", pids_max(pids.limit), "linux.resources.pids.limit")
@@ -166,6 +171,30 @@ class V2Manager(Manager):
                 self._write("cpuset.cpus", cpu.cpus, "linux.resources.cpu.cpus")
             if cpu.mems:
                 self._write("cpuset.mems", cpu.mems, "linux.resources.cpu.mems")
+
+    def _check(self, r: Resources) -> DeviceState | None:
+        """check_supported, with the device rules checked here: v2 enforces them with an
+        eBPF program (``ebpf``), not the refusal check_supported has for v2.  Returns the
+        device policy to set (None: leave the device filter as it is)."""
+        problems = []
+        try:
+            check_supported(r, "v2", skip_devices=True)
+        except CgroupError as e:
+            problems.append(str(e))
+        state = None
+        if r.devices and not self.skip_devices:
+            try:
+                state = device_target(r.devices)
+            except CgroupError as e:
+                problems.append(str(e))
+        if problems:
+            raise CgroupError("\n".join(problems))
+        return state
+
+    def _apply_devices(self, state: DeviceState) -> None:
+        from .ebpf import set_device_filter  # ctypes: only when there are device rules
+
+        set_device_filter(self.dir, state)
 
     def _apply_memory(self, mem: Memory) -> None:
         limit = mem.limit or 0

@@ -27,6 +27,7 @@ _SET_FLAGS = {
     "bind": L.MS_BIND, "rbind": L.MS_BIND | L.MS_REC, "relatime": L.MS_RELATIME,
     "strictatime": L.MS_STRICTATIME, "lazytime": L.MS_LAZYTIME, "silent": L.MS_SILENT,
     "iversion": L.MS_I_VERSION, "nosymfollow": L.MS_NOSYMFOLLOW,
+    "defaults": 0,  # a MUST of config.md's option table: mount(8)'s no-op, never data for the fs
 }
 # option -> flag cleared by it
 _CLEAR_FLAGS = {
@@ -96,6 +97,15 @@ class MountOptions:
         self.data = ",".join(data)
 
 
+def clean_path(path: str) -> str:
+    """Lexically clean an absolute path ("//dev/" -> "/dev"; normpath alone keeps "//")."""
+    return os.path.normpath("/" + path.lstrip("/"))
+
+
+def is_bind(m: object) -> bool:
+    return m.type == "bind" or bool(MountOptions(m.options).flags & L.MS_BIND)  # type: ignore[attr-defined]
+
+
 def fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
@@ -156,6 +166,11 @@ class RootfsBuilder:
 
     def mount_all(self, mounts: list) -> None:
         for i, m in enumerate(mounts):
+            if clean_path(m.destination) == "/dev" and is_bind(m) and _same_file(
+                    os.path.join(self.bundle, m.source), "/dev"):
+                # config.py refuses "/dev" by name; this also catches "//dev", "/dev/." and links to it
+                raise ConfigError([f"mounts[{i}]: bind-mounting the host's /dev would hand the container "
+                                   "the host's devices; list the devices it needs in linux.devices"])
             try:
                 self.mount_one(m)
             except OSError as e:
@@ -252,13 +267,20 @@ class RootfsBuilder:
             else:  # no cgroup ns: show only our own cgroup, bound from the host's mount
                 src = os.path.join(host_dir, own_path.lstrip("/"))
                 L.mount(src, fd_path(fd), None, L.MS_BIND | L.MS_REC)
-                L.mount(None, fd_path(fd), None, L.MS_BIND | L.MS_REMOUNT | flags)
         finally:
             os.close(fd)
+        if not self.cgroup_ns:  # fd is the directory under the bind: reopen to reach the mount itself
+            self._remount(dest, flags)
 
     def setup_dev(self, mounts: list, devices: list) -> None:
-        """A fresh /dev: the spec's default devices, linux.devices, and the usual links."""
-        if not any(os.path.normpath(m.destination) == "/dev" for m in mounts):
+        """A fresh /dev: the spec's default devices, linux.devices, and the usual links.
+
+        A /dev bind-mounted by the config is used as it is, as runc does: creating nodes
+        (and unlinking what is there first) would change the host directory behind it."""
+        dev_mounts = [m for m in mounts if clean_path(m.destination) == "/dev"]
+        if any(is_bind(m) for m in dev_mounts):
+            return
+        if not dev_mounts:
             fd = make_target(self.root_fd, "/dev", True)
             try:
                 L.mount("tmpfs", fd_path(fd), "tmpfs", L.MS_NOSUID | L.MS_STRICTATIME,
@@ -390,6 +412,13 @@ class RootfsBuilder:
             if flag is None:
                 raise ConfigError([f"linux.rootfsPropagation: unknown value {self.propagation!r}"])
             L.mount(None, "/", None, flag)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samestat(os.stat(a), os.stat(b))
+    except OSError:
+        return False
 
 
 def host_cgroup_hierarchies() -> dict[str, str]:

@@ -494,8 +494,8 @@ def test_v2_refusals(sandbox):
         mgr.apply(Resources(memory=Memory(swappiness=10)))
     with pytest.raises(CgroupError, match=r"linux\.resources\.memory\.disableOOMKiller"):
         mgr.apply(Resources(memory=Memory(disable_oom_killer=True)))
-    with pytest.raises(CgroupError, match=r"linux\.resources\.devices: the cgroup v2 device controller \(eBPF\)"):
-        mgr.apply(Resources(devices=[DeviceRule(False), DeviceRule(True, "c", 1, 3, "rwm")]))
+    with pytest.raises(CgroupError, match=r"linux\.resources\.devices"):
+        mgr.apply(Resources(devices=[DeviceRule(False), DeviceRule(True, "x", 1, 3, "rwm")]))
     with pytest.raises(CgroupError, match=r"linux\.resources\.memory\.swap: cannot set a swap limit without"):
         mgr.apply(Resources(memory=Memory(swap=64 * MiB)))
     # skip_devices: the caller enforces device rules some other way

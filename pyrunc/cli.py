@@ -155,6 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """Entry point of the launcher: main(), then exit without the interpreter's teardown
+    (nothing of ours needs it once stdout and stderr are flushed; it costs 1-2 ms)."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # e.g. the reader of our stdout went away
+        code = code or 1
+    os._exit(code)
+
+
 def _runtime(gflags: dict, logger: log.Logger):  # type: ignore[no-untyped-def]
     from .container import DEFAULT_ROOT, Runtime
     return Runtime(root=str(gflags.get("root") or DEFAULT_ROOT), warn=logger.warn)

@@ -123,7 +123,7 @@ class Process:
 class Hook:
     path: str
     args: list[str] = []
-    env: list[str] = []
+    env: list[str] | None = None  # None (not given): the hook inherits the runner's environment
     timeout: int | None = None
 
 
@@ -286,8 +286,8 @@ def _idmaps(items: list[dict] | None) -> list[IDMapping]:
 
 
 def _hooks(items: list[dict] | None) -> list[Hook]:
-    return [Hook(h["path"], list(h.get("args", ())), list(h.get("env", ())), h.get("timeout"))
-            for h in items or ()]
+    return [Hook(h["path"], list(h.get("args") or ()), None if h.get("env") is None else list(h["env"]),
+                 h.get("timeout")) for h in items or ()]
 
 
 def _process(p: dict) -> Process:
@@ -445,6 +445,11 @@ def check_semantics(doc: dict) -> list[str]:
             out.append(f"linux.{key}: mappings are set but linux.namespaces has no user namespace")
     if linux.get("timeOffsets") and not (private("time") and not present["time"]):
         out.append("linux.timeOffsets: needs a new time namespace in linux.namespaces")
+    for clock, offset in (linux.get("timeOffsets") or {}).items():
+        if clock not in ("monotonic", "boottime"):
+            out.append(f"linux.timeOffsets.{clock}: the kernel can only offset monotonic and boottime")
+        if offset.get("nanosecs", 0) >= 1_000_000_000:
+            out.append(f"linux.timeOffsets.{clock}.nanosecs: must be below 1000000000")
     for field in ("hostname", "domainname"):
         if doc.get(field) and not private("uts"):
             out.append(f"{field}: cannot be set without a private UTS namespace")
@@ -455,7 +460,9 @@ def check_semantics(doc: dict) -> list[str]:
             out.append(f"mounts[{i}].destination: must be an absolute path, got {dest!r}")
         if m.get("type") in ("bind", "rbind") or "bind" in (m.get("options") or ()) \
                 or "rbind" in (m.get("options") or ()):
-            if os.path.normpath(m.get("source", "")) == "/dev" and os.path.normpath(dest) == "/dev":
+            # normpath keeps a leading "//": fold it, so "//dev" is caught too (symlinks to /dev
+            # are caught at create time, where the source is resolved on the host)
+            if _fold(m.get("source", "")) == "/dev" and _fold(dest) == "/dev":
                 out.append(f"mounts[{i}]: bind-mounting the host's /dev would hand the container "
                            "the host's devices; list the devices it needs in linux.devices")
         if (m.get("uidMappings") or m.get("gidMappings")) and not _has_idmap_option(m):
@@ -482,6 +489,10 @@ def check_semantics(doc: dict) -> list[str]:
     return out
 
 
+def _fold(path: str) -> str:
+    return os.path.normpath("/" + path.lstrip("/")) if path.startswith("/") else os.path.normpath(path)
+
+
 def _has_idmap_option(m: dict) -> bool:
     opts = m.get("options") or ()
     return "idmap" in opts or "ridmap" in opts
@@ -502,13 +513,37 @@ def _process_problems(proc: dict) -> list[str]:
     out: list[str] = []
     if not proc.get("args"):
         out.append("process.args: must not be empty")
+    for i, arg in enumerate(proc.get("args") or ()):
+        if "\0" in arg:
+            out.append(f"process.args[{i}]: must not contain a NUL byte")
     if not str(proc.get("cwd", "")).startswith("/"):
         out.append(f"process.cwd: must be an absolute path, got {proc.get('cwd')!r}")
+    for i, pair in enumerate(proc.get("env") or ()):
+        # runc's populateProcessEnvironment refuses these; execve could not pass them anyway
+        name, eq, value = pair.partition("=")
+        if not eq:
+            out.append(f'process.env[{i}]: invalid environment variable "{pair}": no "="')
+        elif not name:
+            out.append(f'process.env[{i}]: environment variable name can\'t be empty: "{pair}"')
+        elif "\0" in pair:
+            out.append(f"process.env[{i}]: must not contain a NUL byte")
+    adj = proc.get("oomScoreAdj")
+    if adj is not None and not -1000 <= adj <= 1000:
+        out.append(f"process.oomScoreAdj: {adj} is outside the kernel's range [-1000, 1000]")
     known = set(CAPABILITIES)
-    for kind, names in (proc.get("capabilities") or {}).items():
+    caps = proc.get("capabilities") or {}
+    for kind, names in caps.items():
         for i, name in enumerate(names or ()):
             if name not in known:
                 out.append(f'process.capabilities.{kind}[{i}]: unknown capability "{name}"')
+    # What capset(2) would refuse at the last moment of create (runc: "unable to apply caps:
+    # operation not permitted"); an ambient capability outside permitted and inheritable is
+    # only a warning, as in runc.
+    for kind, within in (("effective", "permitted"), ("inheritable", "bounding")):
+        allowed = set(caps.get(within) or ())
+        for i, name in enumerate(caps.get(kind) or ()):
+            if name in known and name not in allowed:
+                out.append(f"process.capabilities.{kind}[{i}]: {name} is not in the {within} set")
     seen: set[str] = set()
     for i, r in enumerate(proc.get("rlimits") or []):
         if r.get("type") in seen:

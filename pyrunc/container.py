@@ -75,16 +75,18 @@ class Runtime:
             cgroup = _cgroups().manager_for(cfg.linux.cgroups_path, container_id)
             st.cgroup = cgroup.to_state()
             entry.write_state(st)  # from here on, delete --force can find everything
+            os.mkfifo(entry.file(S.GATE_FIFO), 0o600)
+            gate = os.open(entry.file(S.GATE_FIFO), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                # Spawned early: its interpreter starts on the other core while we set up the
+                # cgroup.  It waits for GO, so it has done nothing before it is in the cgroup.
+                init.spawn(gate)
+            finally:
+                os.close(gate)
             resources = cfg.linux.resources or Resources()
             resources.devices = device_cgroup_rules(cfg.linux)
             cgroup.create(resources)
             cgroup.apply(resources)
-            os.mkfifo(entry.file(S.GATE_FIFO), 0o600)
-            gate = os.open(entry.file(S.GATE_FIFO), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                init.spawn(gate)
-            finally:
-                os.close(gate)
             cgroup.add(init.stage1_pid)
             container = Container(self, entry, st)
             init.handshake(

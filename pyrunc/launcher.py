@@ -17,8 +17,8 @@ TEMPLATE = """#!{python} -IS
 # explicit paths (see pyrunc/launcher.py for why).
 import sys
 sys.path[:0] = {paths!r}
-from pyrunc.cli import main
-sys.exit(main())
+from pyrunc.cli import run
+run()
 """
 
 

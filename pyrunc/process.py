@@ -22,7 +22,7 @@ _BOOT = ("import sys;sys.path[:0]=sys.argv[3:];from pyrunc.init import main;"
 
 def _import_paths() -> list[str]:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return [here] + [p for p in sys.path if p and p != here and os.path.isabs(p)]
+    return [here] + [p for p in sys.path if p and p != here and os.path.isabs(p) and os.path.exists(p)]
 
 
 class InitProcess:

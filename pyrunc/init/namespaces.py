@@ -16,15 +16,22 @@ TIME_CLOCKS = {"monotonic": "monotonic", "boottime": "boottime"}
 
 def enter(chan: Channel, linux: object) -> None:
     """Join namespaces given by path (user first), then unshare the new ones."""
-    joined = [ns for ns in linux.namespaces if ns.path]  # type: ignore[attr-defined]
+    joined = [(i, ns) for i, ns in enumerate(linux.namespaces) if ns.path]  # type: ignore[attr-defined]
     # Open every path before joining anything: joining the mount namespace changes what paths mean.
-    fds = [(ns.type, os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)) for ns in joined]
+    fds: list[tuple[str, int]] = []
     try:
+        for i, ns in joined:
+            fds.append((ns.type, _open_namespace(i, ns)))
         for ns_type, fd in sorted(fds, key=lambda t: t[0] != "user"):
             try:
                 L.setns(fd, L.NAMESPACE_FLAGS[ns_type])
             except OSError as e:
                 raise OSError(e.errno, f"joining the {ns_type} namespace: {e.strerror}") from None
+            if ns_type == "user":
+                # Our host uid/gid mean nothing in there (runc's nsexec does the same): become its
+                # root, or files we create on the container's own mounts could not be owned.
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
     finally:
         for _, fd in fds:
             os.close(fd)
@@ -41,13 +48,41 @@ def enter(chan: Channel, linux: object) -> None:
         if ns_type != "user":
             flags |= L.NAMESPACE_FLAGS[ns_type]
     if flags:
-        L.unshare(flags)
+        try:
+            L.unshare(flags)
+        except OSError as e:
+            kinds = ", ".join(t for t in new if t != "user")
+            raise OSError(e.errno, f"creating the new namespaces ({kinds}): {e.strerror}") from None
     offsets = linux.time_offsets  # type: ignore[attr-defined]
     if offsets:
-        # Must be written after unshare(CLONE_NEWTIME) and before the first child exists.
-        with open("/proc/self/timens_offsets", "w") as f:
-            for clock, (secs, nanos) in offsets.items():
-                f.write(f"{TIME_CLOCKS[clock]} {secs} {nanos}\n")
+        # Must be written after unshare(CLONE_NEWTIME) and before the first child exists;
+        # one write per clock, so that a refusal names its clock.
+        for clock, (secs, nanos) in offsets.items():
+            try:
+                with open("/proc/self/timens_offsets", "w") as f:
+                    f.write(f"{TIME_CLOCKS[clock]} {secs} {nanos}\n")
+            except OSError as e:
+                raise OSError(e.errno, f"linux.timeOffsets.{clock} ({secs}s {nanos}ns): {e.strerror}") from None
+
+
+def _open_namespace(index: int, ns: object) -> int:
+    """Open ``linux.namespaces[index].path``, insisting that it is a namespace of the right type."""
+    where = f"linux.namespaces[{index}].path"
+    path: str = ns.path  # type: ignore[attr-defined]
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise OSError(e.errno, f"{where}: cannot open {path}: {e.strerror}") from None
+    want = L.NAMESPACE_PROC_NAMES[ns.type]  # type: ignore[attr-defined]
+    try:
+        got = os.readlink(f"/proc/self/fd/{fd}")  # e.g. "net:[4026532201]"
+    except OSError:
+        got = ""
+    if not got.startswith(want + ":["):
+        os.close(fd)
+        kind = f"a {got.split(':[')[0]} namespace" if ":[" in got else "not a namespace"
+        raise OSError(22, f"{where}: {path} is {kind}, not a {ns.type} namespace")  # type: ignore[attr-defined]
+    return fd
 
 
 def fork_init(chan: Channel) -> Message:

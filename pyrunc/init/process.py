@@ -50,8 +50,18 @@ def unknown_caps(caps: object, known: int) -> list[str]:
 
 
 def set_rlimits(rlimits: list) -> None:
-    for r in rlimits:
-        resource.setrlimit(RLIMITS[r.type], (r.soft, r.hard))
+    for i, r in enumerate(rlimits):
+        try:
+            resource.setrlimit(RLIMITS[r.type], (_rlim(r.soft), _rlim(r.hard)))
+        except (OSError, ValueError) as e:
+            reason = e.strerror if isinstance(e, OSError) else str(e)
+            raise OSError(getattr(e, "errno", 22) or 22,
+                          f"process.rlimits[{i}] ({r.type} {r.soft}/{r.hard}): {reason}") from None
+
+
+def _rlim(value: int) -> int:
+    """A config value (uint64) as ``resource`` takes it: a C long, -1 being RLIM_INFINITY (2**64-1)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def drop_bounding(caps: object | None, known: int) -> None:
@@ -70,12 +80,16 @@ def switch_user(user: object) -> None:
     except OSError as e:
         # "setgroups deny" in a user namespace: only an empty/unchanged list is acceptable then
         if e.errno != errno.EPERM or gids:
-            raise
-    os.setresgid(user.gid, user.gid, user.gid)  # type: ignore[attr-defined]
-    os.setresuid(user.uid, user.uid, user.uid)  # type: ignore[attr-defined]
+            raise OSError(e.errno, f"process.user.additionalGids {gids}: setgroups: {e.strerror}") from None
+    for what, set_ids, value in (("gid", os.setresgid, user.gid), ("uid", os.setresuid, user.uid)):  # type: ignore[attr-defined]
+        try:
+            set_ids(value, value, value)
+        except OSError as e:
+            hint = " (not mapped in the user namespace?)" if e.errno == errno.EINVAL else ""
+            raise OSError(e.errno, f"process.user.{what} {value}: {e.strerror}{hint}") from None
     L.prctl(L.PR_SET_KEEPCAPS, 0)
-    if user.umask is not None:  # type: ignore[attr-defined]
-        os.umask(user.umask)  # type: ignore[attr-defined]
+    # runc's finalizeRootfs: the configured umask, else 0022 (never the runtime's own)
+    os.umask(0o022 if user.umask is None else user.umask)  # type: ignore[attr-defined]
 
 
 def apply_capabilities(caps: object | None, known: int) -> None:
@@ -86,11 +100,20 @@ def apply_capabilities(caps: object | None, known: int) -> None:
     perm = set(cap_numbers(caps.permitted, known))  # type: ignore[attr-defined]
     inh = set(cap_numbers(caps.inheritable, known))  # type: ignore[attr-defined]
     # _prctl.set_caps(eff_set, perm_set, inh_set, eff_clear, perm_clear, inh_clear)
-    _prctl.set_caps(sorted(eff), sorted(perm), sorted(inh),
-                    sorted(every - eff), sorted(every - perm), sorted(every - inh))
+    try:
+        _prctl.set_caps(sorted(eff), sorted(perm), sorted(inh),
+                        sorted(every - eff), sorted(every - perm), sorted(every - inh))
+    except OSError as e:
+        raise OSError(e.errno, f"process.capabilities: cannot apply the capability sets: {e.strerror}") from None
     L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_CLEAR_ALL)
     for n in cap_numbers(caps.ambient, known):  # type: ignore[attr-defined]
-        L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_RAISE, n)
+        try:
+            L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_RAISE, n)
+        except OSError as e:
+            # runc only warns (an ambient capability must be permitted and inheritable too),
+            # and so do we, on the only channel left to the init: the container's stderr.
+            os.write(2, f'level=warning msg="can\'t raise ambient capability {CAPABILITIES[n]}: '
+                        f'{(e.strerror or "").lower()}"\n'.encode())
 
 
 def find_executable(name: str, env: list[str], cwd: str) -> str:

@@ -165,6 +165,14 @@ class RootfsBuilder:
         self.propagation = propagation
 
     def mount_all(self, mounts: list) -> None:
+        if not any(clean_path(m.destination) == "/dev" for m in mounts):
+            # no /dev in the config: a tmpfs of ours, first, so that /dev/pts and the like
+            # land on it rather than under it (and no node is ever made on the rootfs's disk)
+            fd = make_target(self.root_fd, "/dev", True)
+            try:
+                L.mount("tmpfs", fd_path(fd), "tmpfs", L.MS_NOSUID | L.MS_STRICTATIME, "mode=755,size=65536k")
+            finally:
+                os.close(fd)
         for i, m in enumerate(mounts):
             if clean_path(m.destination) == "/dev" and is_bind(m) and _same_file(
                     os.path.join(self.bundle, m.source), "/dev"):
@@ -273,20 +281,13 @@ class RootfsBuilder:
             self._remount(dest, flags)
 
     def setup_dev(self, mounts: list, devices: list) -> None:
-        """A fresh /dev: the spec's default devices, linux.devices, and the usual links.
+        """A fresh /dev (the config's or, without one, ours from mount_all): the spec's
+        default devices, linux.devices, and the usual links.
 
         A /dev bind-mounted by the config is used as it is, as runc does: creating nodes
         (and unlinking what is there first) would change the host directory behind it."""
-        dev_mounts = [m for m in mounts if clean_path(m.destination) == "/dev"]
-        if any(is_bind(m) for m in dev_mounts):
+        if any(is_bind(m) for m in mounts if clean_path(m.destination) == "/dev"):
             return
-        if not dev_mounts:
-            fd = make_target(self.root_fd, "/dev", True)
-            try:
-                L.mount("tmpfs", fd_path(fd), "tmpfs", L.MS_NOSUID | L.MS_STRICTATIME,
-                        "mode=755,size=65536k")
-            finally:
-                os.close(fd)
         old_umask = os.umask(0)
         try:
             for name, major, minor in DEFAULT_DEVICES:

@@ -150,7 +150,7 @@ def bundle_on(make_bundle, private_rootfs: Path):  # type: ignore[no-untyped-def
 @pytest.fixture(autouse=True)
 def host_mounts_untouched(pyrunc, tmp_path: Path, rootfs: Path, workdir: Path):  # type: ignore[no-untyped-def]
     """After every test (and the deletion of its containers) the host has no new mount of
-    ours, nor any new mount under /dev or /tmp."""
+    ours, nor any new mount under /dev."""
     before = {(m.mount_id, m.point) for m in host_mountinfo()}
     yield
     for cid in pyrunc.ids():
@@ -392,18 +392,28 @@ def test_rro_makes_submounts_read_only_too(pyrunc, bundle_on, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("value,optional", [
-    (None, ""), ("private", ""), ("shared", "shared:"), ("unbindable", "unbindable")])
-def test_rootfs_propagation(pyrunc, make_bundle, value: str | None, optional: str) -> None:
+    (None, "master:"), ("slave", "master:"), ("private", ""), ("shared", "shared:"), ("unbindable", "unbindable")])
+def test_rootfs_propagation(pyrunc, make_bundle, tmp_path: Path, value: str | None, optional: str) -> None:
+    """Created from a mount namespace whose mounts are all shared (like a systemd host's),
+    the rootfs is a slave of it by default (runc's rslave) and follows rootfsPropagation."""
     bundle = make_bundle(["sh", "-c", "head -1 /proc/self/mountinfo"])
     if value:
         edit_config(bundle, lambda c: c["linux"].update(rootfsPropagation=value))
-    with created(pyrunc, bundle) as c:
-        root = c.mountinfo()[0]
+    pid_file, snapshot = tmp_path / "pid", tmp_path / "mountinfo"
+    wrap = ["unshare", "--mount", "--propagation", "shared", "--", "/bin/sh", "-c",
+            f'set -e; "$@"; cat /proc/$(cat {pid_file})/mountinfo > {snapshot}', "wrapper"]
+    with created(pyrunc, bundle, "--pid-file", str(pid_file), wrap=wrap) as c:
+        root = parse_mountinfo(snapshot.read_text())[0]
         inside = parse_mountinfo(c.start_and_wait())[0]
     assert root.point == inside.point == "/"
-    for m in (root, inside):
-        got = " ".join(m.optional)
-        assert got.startswith(optional) if optional else got == "", (value, got)
+    got = " ".join(root.optional)
+    assert got.startswith(optional) if optional else got == "", (value, got)
+    if optional == "master:" or value == "shared":  # a slave of a shared mount of the wrapper's
+        assert "master:" in got
+    else:
+        assert "master:" not in got
+    if value in ("private", "unbindable"):  # the inside view, once the wrapper's namespace is gone
+        assert " ".join(inside.optional) == got
 
 
 # ------------------------------------------------------------------------ no symlink escape

@@ -43,6 +43,8 @@ _COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {
     "spec": {"bundle": ("bundle", True), "b": ("bundle", True), "rootless": ("rootless", False)},
     "validate": {"bundle": ("bundle", True), "b": ("bundle", True)},
 }
+# Commands whose arguments after the id belong to the container's process (runc's SkipArgReorder).
+_NO_REORDER = ("exec", "ps")
 # runc commands that belong to later work: a clear message instead of a silent no-op.
 _NOT_YET = ("exec", "ps", "pause", "resume", "update", "events", "checkpoint", "restore", "features")
 
@@ -81,6 +83,29 @@ class Args:
 
     def get(self, key: str, default: object = None) -> object:
         return self.flags.get(key, default)
+
+
+def reorder_args(argv: list[str], table: dict[str, tuple[str, bool]]) -> list[str]:
+    """urfave/cli v1's reorderArgs: the command's known flags (with their values) move in front
+    of the positional arguments, up to ``--``; so ``delete ID --force`` works as in runc."""
+    flags: list[str] = []
+    rest: list[str] = []
+    value_may_follow = False
+    for i, arg in enumerate(argv):
+        known = arg.startswith("-") and arg.lstrip("-").partition("=")[0] in table
+        if value_may_follow and not known:
+            value_may_follow = False
+            flags.append(arg)
+        elif arg == "--":
+            rest += argv[i:]
+            break
+        elif known:
+            name, eq, _ = arg.lstrip("-").partition("=")
+            value_may_follow = table[name][1] and not eq
+            flags.append(arg)
+        else:
+            rest.append(arg)
+    return flags + rest
 
 
 def parse_flags(argv: list[str], table: dict[str, tuple[str, bool]], where: str) -> tuple[dict, list[str]]:
@@ -145,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         rootless = str(gflags.get("rootless", "auto"))
         if rootless not in ("true", "false", "auto"):
             raise UsageError(f'invalid --rootless value "{rootless}": use true, false or auto')
+        if command not in _NO_REORDER:
+            cargv = reorder_args(cargv, _COMMANDS[command])
         flags, positional = parse_flags(cargv, _COMMANDS[command], command)
         args = Args(flags, positional)
         return _dispatch(command, args, gflags, logger)
@@ -169,7 +196,7 @@ def run() -> None:
 
 def _runtime(gflags: dict, logger: log.Logger):  # type: ignore[no-untyped-def]
     from .container import DEFAULT_ROOT, Runtime
-    return Runtime(root=str(gflags.get("root") or DEFAULT_ROOT), warn=logger.warn)
+    return Runtime(root=str(gflags.get("root") or DEFAULT_ROOT), warn=logger.warn, debug=bool(gflags.get("debug")))
 
 
 def _dispatch(command: str, args: Args, gflags: dict, logger: log.Logger) -> int:
@@ -229,6 +256,7 @@ def _cmd_delete(rt, cid: str, force: bool) -> None:  # type: ignore[no-untyped-d
     except ContainerNotExistError:
         if not force:
             raise  # runc: with --force, a container that is already gone is not an error
+        rt.store.remove_orphan(cid)
 
 
 def _cmd_list(rt, args: Args) -> int:  # type: ignore[no-untyped-def]

@@ -453,6 +453,8 @@ def check_semantics(doc: dict) -> list[str]:
     for field in ("hostname", "domainname"):
         if doc.get(field) and not private("uts"):
             out.append(f"{field}: cannot be set without a private UTS namespace")
+        elif doc.get(field) and is_own_namespace("uts", present["uts"]):
+            out.append(f"{field}: cannot be set in the host's UTS namespace (the one linux.namespaces joins)")
 
     for i, m in enumerate(doc.get("mounts") or []):
         dest = m.get("destination", "")
@@ -501,12 +503,33 @@ def _has_idmap_option(m: dict) -> bool:
 def _sysctl_problem(name: str, namespaces: dict[str, str]) -> str:
     key = name.replace("/", ".")
     if key in IPC_SYSCTLS or key.startswith("fs.mqueue."):
-        return "" if "ipc" in namespaces else "needs a private IPC namespace"
-    if key.startswith("net."):
-        return "" if "network" in namespaces else "needs a private network namespace"
-    if key in ("kernel.hostname", "kernel.domainname"):
-        return "" if "uts" in namespaces else "needs a private UTS namespace"
-    return "is not namespaced: setting it would change the host"
+        ns_type, label = "ipc", "IPC"
+    elif key.startswith("net."):
+        ns_type, label = "network", "network"
+    elif key in ("kernel.hostname", "kernel.domainname"):
+        ns_type, label = "uts", "UTS"
+    else:
+        return "is not namespaced: setting it would change the host"
+    if ns_type not in namespaces:
+        return f"needs a private {label} namespace"
+    if is_own_namespace(ns_type, namespaces[ns_type]):
+        return f"not allowed in the host's {label} namespace (the one linux.namespaces joins)"
+    return ""
+
+
+_PROC_NS_NAMES = {"network": "net", "ipc": "ipc", "uts": "uts"}  # (pyrunc.linux has them all, with ctypes)
+
+
+def is_own_namespace(ns_type: str, path: str) -> bool:
+    """True when ``path`` (a namespace to join) is the namespace pyrunc itself runs in, i.e. the
+    host's (runc refuses net.* sysctls there for that reason)."""
+    if not path:
+        return False
+    try:
+        there, here = os.stat(path), os.stat(f"/proc/self/ns/{_PROC_NS_NAMES[ns_type]}")
+    except (OSError, KeyError):
+        return False  # joining it will fail, and say why
+    return (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino)
 
 
 def _process_problems(proc: dict) -> list[str]:

@@ -29,8 +29,9 @@ def _cgroups():  # type: ignore[no-untyped-def]
 class Runtime:
     """A state root (``--root``) and the containers in it."""
 
-    def __init__(self, root: str = DEFAULT_ROOT, warn: object = None) -> None:
+    def __init__(self, root: str = DEFAULT_ROOT, warn: object = None, debug: bool = False) -> None:
         self.root = root
+        self.debug = debug  # the init stage prints tracebacks of its failures
         self.store = S.Store(root)
         self.warn = warn or (lambda msg: None)  # where non-fatal problems are reported
 
@@ -90,8 +91,9 @@ class Runtime:
             cgroup.add(init.stage1_pid)
             container = Container(self, entry, st)
             init.handshake(
-                go={"state_dir": entry.path, "rootfs": rootfs, "bundle": bundle,
-                    "no_pivot": no_pivot, "preserve_fds": preserve_fds},
+                go={"id": container_id, "state_dir": entry.path, "rootfs": rootfs, "bundle": bundle,
+                    "no_pivot": no_pivot, "no_new_keyring": no_new_keyring, "preserve_fds": preserve_fds,
+                    "debug": self.debug},
                 write_id_maps=lambda pid: write_id_maps(pid, cfg.linux.uid_mappings, cfg.linux.gid_mappings),
                 on_pid=container._record_init_pid,
                 run_hooks=lambda: container._run_create_hooks(cfg),

@@ -21,6 +21,7 @@ kept to os-level calls.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import time
@@ -68,7 +69,7 @@ def run_hook(label: str, hook: object, payload: bytes, inherit_env: bool = True)
         env = dict(os.environ) if inherit_env else {}
     else:
         env = dict(e.split("=", 1) for e in env_list if "=" in e)
-    pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(4)]  # stdin, stdout, stderr, exec error
+    pipes = [_pipe() for _ in range(4)]  # stdin, stdout, stderr, exec error
     (in_r, in_w), (out_r, out_w), (err_r, err_w), (exec_r, exec_w) = pipes
     try:
         pid = os.fork()
@@ -81,6 +82,10 @@ def run_hook(label: str, hook: object, payload: bytes, inherit_env: bool = True)
             os.dup2(in_r, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
+            # Only stdio, as runc's exec.Cmd passes: none of the fds the runtime (or the init,
+            # inside the container) inherited from its caller may reach the hook.
+            os.closerange(3, exec_w)
+            os.closerange(exec_w + 1, 0x7FFFFFFF)
             # Python ignores these; an ignored signal stays ignored across exec
             _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
             _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
@@ -107,6 +112,19 @@ def run_hook(label: str, hook: object, payload: bytes, inherit_env: bool = True)
                         f"and was killed{_quote(out, err)}")
     if status != 0:
         raise HookError(f"{label}: hook {path} failed: {describe_status(status)}{_quote(out, err)}")
+
+
+def _pipe() -> tuple[int, int]:
+    """A close-on-exec pipe whose ends are above stdio: the child's dup2 onto 0/1/2 must never
+    clobber another end (the runner's own stdio may be closed, freeing those numbers)."""
+    ends = []
+    for fd in os.pipe2(os.O_CLOEXEC):
+        if fd <= 2:
+            high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(fd)
+            fd = high
+        ends.append(fd)
+    return ends[0], ends[1]
 
 
 def _communicate(pid: int, in_w: int, out_r: int, err_r: int, payload: bytes,

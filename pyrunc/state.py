@@ -107,6 +107,31 @@ class Store:
             raise ContainerExistsError() from None
         return Entry(path)
 
+    def remove_orphan(self, container_id: str) -> bool:
+        """Remove a directory a crashed ``create`` left before its first state write.
+
+        It holds no process and no cgroup yet (those are recorded before they exist), so
+        the directory is all there is; a live ``create`` holds its lock, so we never race one."""
+        path = self.path(container_id)
+        if not os.path.isdir(path) or os.path.exists(os.path.join(path, STATE_FILE)):
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False  # a create is under way
+        entry = Entry(path)
+        entry._lock_fd = fd
+        if os.path.exists(entry.file(STATE_FILE)):
+            entry.unlock()
+            return False
+        entry.remove()
+        return True
+
     def open(self, container_id: str) -> Entry:
         path = self.path(container_id)
         if not os.path.exists(os.path.join(path, STATE_FILE)):

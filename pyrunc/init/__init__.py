@@ -10,6 +10,8 @@ emptied, so nothing can be imported from files the container controls.
 
 from __future__ import annotations
 
+import _signal
+import errno
 import os
 import select
 import sys
@@ -68,6 +70,12 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
 
     # Settings that live in the container's namespaces; /proc is still the host's here,
     # but /proc/sys and /proc/self follow the namespaces of the process that opens them.
+    if not go.get("no_new_keyring"):
+        try:
+            L.join_session_keyring(go["id"])
+        except OSError as e:
+            if e.errno != errno.ENOSYS:  # a kernel without keyrings: nothing to leak
+                raise OSError(e.errno, f"joining a new session keyring: {e.strerror}") from None
     if cfg.hostname:
         L.sethostname(cfg.hostname)
     if cfg.domainname:
@@ -84,6 +92,7 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
         chan.expect(HOOKS_DONE)
     run_hooks("createContainer", cfg.hooks.create_container, state)
 
+    os.close(rootfs.make_target(fs.root_fd, proc.cwd, True))  # runc creates a missing cwd too
     fs.mask_paths(linux.masked_paths)
     fs.readonly_paths(linux.readonly_paths)
     if cfg.root.readonly:
@@ -113,11 +122,23 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
     L.close_range(preserved, 0xFFFFFFFF, L.CLOSE_RANGE_CLOEXEC)
     if proc.no_new_privileges:
         L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+    _default_signals()
     try:
         os.execve(executable, proc.args, process.env_dict(proc.env))
     except OSError as e:
         os.write(2, f"pyrunc: exec {proc.args[0]}: {e.strerror}\n".encode())
         os._exit(127 if e.errno == 2 else 126)
+
+
+def _default_signals() -> None:
+    """Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec:
+    the user's process must start with every signal at its default, as under runc."""
+    for num in range(1, _signal.NSIG):
+        try:
+            if _signal.getsignal(num) is _signal.SIG_IGN:
+                _signal.signal(num, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # SIGKILL, SIGSTOP and the numbers the kernel has no signal for
 
 
 def _forbid_imports() -> None:

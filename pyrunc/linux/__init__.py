@@ -217,3 +217,21 @@ def interface_up(name: str) -> None:
         fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", name.encode(), flags | IFF_UP))
     finally:
         sock.close()
+
+
+_KEYCTL = {"x86_64": 250, "aarch64": 219, "ppc64le": 312, "s390x": 280, "riscv64": 219}.get(_MACHINE, -1)
+KEYCTL_DESCRIBE = 6
+KEYCTL_SETPERM = 5
+KEYCTL_JOIN_SESSION_KEYRING = 1
+KEY_USR_SEARCH = 0x00080000
+
+
+def join_session_keyring(name: str) -> int:
+    """A new session keyring named ``name`` (runc's default: no keys leak from the host's session),
+    made searchable by its possessor's user as runc does."""
+    key = _check(_syscall(_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, _b(name)))
+    buf = ctypes.create_string_buffer(512)
+    _check(_syscall(_KEYCTL, KEYCTL_DESCRIBE, key, buf, ctypes.sizeof(buf)))
+    perm = int(buf.value.split(b";")[3], 16)
+    _check(_syscall(_KEYCTL, KEYCTL_SETPERM, key, ctypes.c_uint32(perm | KEY_USR_SEARCH)))
+    return key

@@ -122,6 +122,12 @@ BROKEN = [
     ("sysctl-ipc-without-ipcns", lambda c: (
         _drop_ns(c, "ipc"), c["linux"].update(sysctl={"kernel.shmmax": "1000"})),
      "config.json: linux.sysctl.kernel.shmmax: needs a private IPC namespace"),
+    ("sysctl-net-in-the-hosts-netns", lambda c: (
+        _set_ns_path(c, "network", f"/proc/{os.getpid()}/ns/net"),
+        c["linux"].update(sysctl={"net.ipv4.ip_forward": "1"})),
+     "config.json: linux.sysctl.net.ipv4.ip_forward: not allowed in the host's network namespace"),
+    ("hostname-in-the-hosts-uts-ns", lambda c: _set_ns_path(c, "uts", f"/proc/{os.getpid()}/ns/uts"),
+     "config.json: hostname: cannot be set in the host's UTS namespace"),
     ("sysctl-not-namespaced", lambda c: c["linux"].update(sysctl={"vm.swappiness": "10"}),
      "config.json: linux.sysctl.vm.swappiness: is not namespaced"),
     ("capability-unknown", lambda c: c["process"]["capabilities"]["bounding"].append("CAP_FOO"),

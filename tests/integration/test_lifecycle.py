@@ -262,3 +262,23 @@ def test_bad_argv_is_a_clear_error(pyrunc, argv: list[str], needle: str) -> None
     p = pyrunc(*argv, check=False)
     assert p.returncode != 0
     assert needle in p.stderr
+
+
+def test_new_session_keyring_unless_no_new_keyring(pyrunc, make_bundle) -> None:
+    bundle = make_bundle(["cat", "/proc/keys"])
+    edit_config(bundle, lambda c: c["linux"].update(
+        maskedPaths=[m for m in c["linux"]["maskedPaths"] if m != "/proc/keys"]))
+    cid = new_id()
+    keys = pyrunc("run", "-b", str(bundle), cid).stdout
+    assert any(line.split()[-2] == f"{cid}:" for line in keys.splitlines()), keys  # keyring named by id
+    cid2 = new_id()
+    keys = pyrunc("run", "--no-new-keyring", "-b", str(bundle), cid2).stdout
+    assert not any(cid2 in line for line in keys.splitlines()), keys
+
+
+def test_flags_after_the_id_are_reordered_like_runc(pyrunc, make_bundle) -> None:
+    bundle = make_bundle(["sleep", "100"])
+    cid = new_id()
+    pyrunc("create", cid, "--bundle", str(bundle))  # urfave/cli v1 reorders known flags
+    pyrunc("delete", cid, "--force")
+    assert cid not in pyrunc.ids()

@@ -8,8 +8,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from conftest import edit_config, needs_root, new_id
 
 pytestmark = needs_root

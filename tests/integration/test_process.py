@@ -12,9 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
-from conftest import TEST_PREFIX, edit_config, needs_root, new_id
+from conftest import edit_config, needs_root, new_id
 
 pytestmark = needs_root
 
@@ -226,9 +224,8 @@ def test_cwd_is_the_configured_one_and_the_hosts_does_not_leak(pyrunc, make_bund
     pyrunc("delete", "--force", cid)
 
 
-@pytest.mark.xfail(strict=True, reason="pyrunc deviation (init/__init__.py, os.chdir(proc.cwd)): runc's "
-                                       "prepareRootfs creates a missing cwd (MkdirAll 0755); pyrunc fails create")
 def test_missing_cwd_is_created_as_runc_does(pyrunc, make_bundle) -> None:
+    # runc's prepareRootfs: MkdirAll(cwd, 0755), before the root is made read-only
     bundle = make_bundle(["pwd"], cwd="/tmp/made/by/the/runtime")
     edit_config(bundle, lambda c: c["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}))
     assert run_output(pyrunc, bundle) == "/tmp/made/by/the/runtime\n"
@@ -446,8 +443,7 @@ def test_ambient_capability_outside_inheritable_is_a_warning_as_in_runc(pyrunc, 
     assert "can't raise ambient capability CAP_CHOWN: operation not permitted" in p.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="pyrunc bug (init/__init__.py): the user process inherits the "
-                                       "Python init's SIG_IGN for SIGPIPE and SIGXFSZ")
 def test_the_process_starts_with_no_ignored_signals(pyrunc, make_bundle) -> None:
+    # the init is Python, which ignores SIGPIPE and SIGXFSZ; ignored signals survive exec
     bundle = make_bundle(["grep", "SigIgn", "/proc/self/status"])
     assert run_output(pyrunc, bundle).split() == ["SigIgn:", "0000000000000000"]

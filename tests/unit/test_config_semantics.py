@@ -124,6 +124,18 @@ def test_namespaced_sysctls(key: str, needs: str) -> None:
     assert problems(lambda d: (ns(d, needs).update(path="/proc/1/ns/x"), d["linux"].update(sysctl={key: "1"}))) == []
 
 
+def test_namespaced_settings_refused_in_the_runtimes_own_namespaces() -> None:
+    def edit(d: dict) -> None:
+        for t, name in (("network", "net"), ("ipc", "ipc"), ("uts", "uts")):
+            ns(d, t).update(path=f"/proc/self/ns/{name}")  # what pyrunc itself runs in: the host's
+        d["linux"]["sysctl"] = {"net.core.somaxconn": "1", "kernel.shmmax": "1", "kernel.domainname": "x"}
+    assert problems(edit) == [
+        "hostname: cannot be set in the host's UTS namespace (the one linux.namespaces joins)",
+        "linux.sysctl.net.core.somaxconn: not allowed in the host's network namespace (the one linux.namespaces joins)",
+        "linux.sysctl.kernel.shmmax: not allowed in the host's IPC namespace (the one linux.namespaces joins)",
+        "linux.sysctl.kernel.domainname: not allowed in the host's UTS namespace (the one linux.namespaces joins)"]
+
+
 @pytest.mark.parametrize("key", ["vm.swappiness", "kernel.pid_max", "fs.file-max", "kernel.shmmaxx"])
 def test_non_namespaced_sysctls(key: str) -> None:
     assert problems(lambda d: d["linux"].update(sysctl={key: "1"})) == [

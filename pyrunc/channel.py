@@ -13,6 +13,8 @@ The steps, in order (init -> parent unless marked):
 ``USERMAP_DONE`` (parent -> init)
 ``PID``                             stage 1 forked the container init: its host pid
 ``PID_DONE`` (parent -> init)       the parent recorded it; stage 2 may go on
+``MOUNT_FD``                        make an idmapped tree of ``source`` (only the runtime can)
+``MOUNT_FD_DONE`` (parent -> init)  the tree's fd, passed with SCM_RIGHTS
 ``HOOKS``                           run prestart and createRuntime hooks now
 ``HOOKS_DONE`` (parent -> init)
 ``READY``                           set up and about to wait at the start gate
@@ -23,8 +25,10 @@ The steps, in order (init -> parent unless marked):
 
 from __future__ import annotations
 
-from . import jsonio
 import _socket
+import sys
+
+from . import jsonio
 
 GO = "go"
 USERMAP = "usermap"
@@ -33,6 +37,8 @@ PID = "pid"
 PID_DONE = "pid-done"
 HOOKS = "hooks"
 HOOKS_DONE = "hooks-done"
+MOUNT_FD = "mount-fd"
+MOUNT_FD_DONE = "mount-fd-done"  # (parent -> init) carries the fd with SCM_RIGHTS
 READY = "ready"
 ERROR = "error"
 
@@ -80,12 +86,31 @@ class Channel:
         fields["kind"] = kind
         self.sock.send(jsonio.dumps(fields).encode())
 
+    def send_fd(self, kind: str, fd: int, **fields: object) -> None:
+        fields["kind"] = kind
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))]
+        self.sock.sendmsg([jsonio.dumps(fields).encode()], rights)
+
     def recv(self) -> Message:
         data = self.sock.recv(_MAX)
         if not data:
             raise ChannelClosed()
         doc = jsonio.loads(data)
-        return Message(doc.pop("kind"), doc)
+        return Message(doc.pop("kind"), doc)  # type: ignore[union-attr]
+
+    def recv_fd(self, kind: str) -> int:
+        """Receive ``kind`` with one fd attached (or raise the peer's error)."""
+        data, ancillary, _flags, _addr = self.sock.recvmsg(_MAX, _socket.CMSG_SPACE(4))
+        if not data:
+            raise ChannelClosed()
+        doc = jsonio.loads(data)
+        if doc.get("kind") == ERROR:  # type: ignore[union-attr]
+            from .errors import InitError
+            raise InitError(str(doc.get("message")))  # type: ignore[union-attr]
+        for level, ctype, payload in ancillary:
+            if level == _socket.SOL_SOCKET and ctype == _socket.SCM_RIGHTS and doc.get("kind") == kind:  # type: ignore[union-attr]
+                return int.from_bytes(payload[:4], sys.byteorder)
+        raise ChannelClosed(f"expected {kind!r} with a file descriptor")
 
     def expect(self, kind: str) -> Message:
         """Receive and insist on ``kind``; an ``error`` from the peer is raised as InitError."""

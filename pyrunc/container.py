@@ -97,6 +97,7 @@ class Runtime:
                 write_id_maps=lambda pid: write_id_maps(pid, cfg.linux.uid_mappings, cfg.linux.gid_mappings),
                 on_pid=container._record_init_pid,
                 run_hooks=lambda: container._run_create_hooks(cfg),
+                mount_fd=lambda msg: container._idmapped_tree(cfg, msg),
             )
             if pid_file:
                 S.atomic_write(os.path.abspath(pid_file), str(init.pid), 0o644)
@@ -199,6 +200,24 @@ class Container:
         if self._state.annotations:
             out["annotations"] = self._state.annotations
         return out
+
+    def _idmapped_tree(self, cfg: Config, msg: object) -> int:
+        """For the init: a detached idmapped clone of a bind mount's source.  The mapping is the
+        mount's own uidMappings/gidMappings, or else the container's user namespace."""
+        from . import linux as L
+        from .process import userns_with_maps
+
+        m = cfg.mounts[int(msg["index"])]  # type: ignore[index]
+        if m.uid_mappings or m.gid_mappings:
+            userns = userns_with_maps(m.uid_mappings, m.gid_mappings)
+        else:
+            userns = os.open(f"/proc/{self._state.init_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return L.idmapped_tree(str(msg["source"]), userns, bool(msg["recursive"]))  # type: ignore[index]
+        except OSError as e:
+            raise PyruncError(f"mounts[{msg['index']}]: cannot idmap {msg['source']}: {e.strerror}") from None  # type: ignore[index]
+        finally:
+            os.close(userns)
 
     def _run_create_hooks(self, cfg: Config) -> None:
         state = self._hook_state(S.CREATING)

@@ -12,8 +12,8 @@ import os
 import sys
 
 import _prctl  # python-prctl's C part; ctypes (linux/) is not needed on the runtime's side
-from .channel import (GO, HOOKS, HOOKS_DONE, PID, PID_DONE, READY, USERMAP, USERMAP_DONE,
-                      Channel, ChannelClosed)
+from .channel import (GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, PID, PID_DONE, READY, USERMAP,
+                      USERMAP_DONE, Channel, ChannelClosed)
 from .errors import InitError
 
 _BOOT = ("import sys;sys.path[:0]=sys.argv[3:];from pyrunc.init import main;"
@@ -59,7 +59,8 @@ class InitProcess:
         self.chan = parent
         return pid
 
-    def handshake(self, go: dict, write_id_maps: object, on_pid: object, run_hooks: object) -> None:
+    def handshake(self, go: dict, write_id_maps: object, on_pid: object, run_hooks: object,
+                  mount_fd: object = None) -> None:
         """Drive the create protocol until the init reports ready (or fails)."""
         chan = self.chan
         assert chan is not None
@@ -76,6 +77,12 @@ class InitProcess:
                     self.stage1_pid = 0
                     state = on_pid(self.pid)  # type: ignore[operator]
                     chan.send(PID_DONE, state=state)
+                elif msg.kind == MOUNT_FD:
+                    tree = mount_fd(msg)  # type: ignore[operator]
+                    try:
+                        chan.send_fd(MOUNT_FD_DONE, tree)
+                    finally:
+                        os.close(tree)
                 elif msg.kind == HOOKS:
                     run_hooks()  # type: ignore[operator]
                     chan.send(HOOKS_DONE)
@@ -120,3 +127,33 @@ def write_id_maps(pid: int, uid_mappings: list, gid_mappings: list) -> None:
                 f.write(text)
         except OSError as e:
             raise InitError(f"writing {name} ({text.strip()!r}): {e.strerror}") from None
+
+
+def userns_with_maps(uid_mappings: list, gid_mappings: list) -> int:
+    """An fd of a new user namespace with these mappings (for an idmapped mount's own mappings):
+    a child unshares it and waits while we write its maps and open it, then exits."""
+    from . import linux as L
+
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            L.unshare(L.CLONE_NEWUSER)
+            os.write(ready_w, b"1")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise InitError("could not create a user namespace for an idmapped mount")
+        write_id_maps(pid, uid_mappings, gid_mappings)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)
+        os.waitpid(pid, 0)

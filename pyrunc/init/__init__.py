@@ -18,7 +18,7 @@ import sys
 
 from .. import jsonio
 from .. import linux as L
-from ..channel import ERROR, GO, HOOKS, HOOKS_DONE, READY, Channel
+from ..channel import ERROR, GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, READY, Channel
 from ..config import Config
 from ..hooks import run_hooks
 from . import namespaces, process, rootfs
@@ -64,6 +64,7 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
         L.interface_up("lo")  # runc brings loopback up in a new network namespace, so do we
     in_user_ns = linux.is_private("user")
     fs = rootfs.RootfsBuilder(go["rootfs"], go["bundle"], in_user_ns, linux.is_private("cgroup"))
+    fs.request_mount_fd = lambda m, source, recursive: _request_mount_fd(chan, cfg.mounts.index(m), source, recursive)
     fs.prepare(linux.rootfs_propagation)
     fs.mount_all(cfg.mounts)
     fs.setup_dev(cfg.mounts, linux.devices)
@@ -128,6 +129,11 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
     except OSError as e:
         os.write(2, f"pyrunc: exec {proc.args[0]}: {e.strerror}\n".encode())
         os._exit(127 if e.errno == 2 else 126)
+
+
+def _request_mount_fd(chan: Channel, index: int, source: str, recursive: bool) -> int:
+    chan.send(MOUNT_FD, index=index, source=source, recursive=recursive)
+    return chan.recv_fd(MOUNT_FD_DONE)
 
 
 def _default_signals() -> None:

@@ -154,6 +154,8 @@ class RootfsBuilder:
         self.in_user_ns = in_user_ns
         self.cgroup_ns = cgroup_ns
         self.root_fd = -1
+        # (mount, host source, recursive) -> fd of a detached idmapped tree, made by the runtime
+        self.request_mount_fd: object = None
 
     # -- the steps, in the order init calls them -------------------------------------------
 
@@ -187,10 +189,12 @@ class RootfsBuilder:
 
     def mount_one(self, m: object) -> None:
         opts = MountOptions(m.options)  # type: ignore[attr-defined]
-        if opts.idmap or m.uid_mappings or m.gid_mappings:  # type: ignore[attr-defined]
-            raise NotSupportedError(f"mount of {m.destination}: idmapped mounts are not supported by pyrunc yet")  # type: ignore[attr-defined]
         bind = m.type == "bind" or bool(opts.flags & L.MS_BIND)  # type: ignore[attr-defined]
-        if bind:
+        if opts.idmap and not bind:
+            raise NotSupportedError(f"mount of {m.destination}: idmap is supported on bind mounts only")  # type: ignore[attr-defined]
+        if opts.idmap:
+            self._idmapped_bind(m, opts)
+        elif bind:
             self._bind(m, opts)
         elif m.type == "cgroup":  # type: ignore[attr-defined]
             self._cgroup(m, opts)
@@ -210,6 +214,26 @@ class RootfsBuilder:
             L.mount(source, fd_path(fd), None, L.MS_BIND | (opts.flags & L.MS_REC))
         finally:
             os.close(fd)
+        extra = opts.flags & ~(L.MS_BIND | L.MS_REC | L.MS_REMOUNT)
+        if extra:
+            self._remount(m.destination, extra)  # type: ignore[attr-defined]
+
+    def _idmapped_bind(self, m: object, opts: MountOptions) -> None:
+        """An idmapped bind: only the runtime, in the host's user namespace, may create the
+        idmapped tree (open_tree + mount_setattr); it sends us the detached mount, we move it in."""
+        if self.request_mount_fd is None:
+            raise NotSupportedError("idmapped mounts need the runtime's help, which is not available here")
+        source = os.path.join(self.bundle, m.source)  # type: ignore[attr-defined]
+        st = os.stat(source)
+        tree = self.request_mount_fd(m, source, opts.recursive_idmap or bool(opts.flags & L.MS_REC))  # type: ignore[operator]
+        try:
+            fd = make_target(self.root_fd, m.destination, stat.S_ISDIR(st.st_mode))  # type: ignore[attr-defined]
+            try:
+                L.move_mount(tree, "", fd, "", L.MOVE_MOUNT_F_EMPTY_PATH | L.MOVE_MOUNT_T_EMPTY_PATH)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(tree)
         extra = opts.flags & ~(L.MS_BIND | L.MS_REC | L.MS_REMOUNT)
         if extra:
             self._remount(m.destination, extra)  # type: ignore[attr-defined]

@@ -90,6 +90,7 @@ AT_SYMLINK_NOFOLLOW = 0x100
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 # openat2(2) resolve flags
 RESOLVE_NO_XDEV = 0x01
@@ -235,3 +236,17 @@ def join_session_keyring(name: str) -> int:
     perm = int(buf.value.split(b";")[3], 16)
     _check(_syscall(_KEYCTL, KEYCTL_SETPERM, key, ctypes.c_uint32(perm | KEY_USR_SEARCH)))
     return key
+
+
+def idmapped_tree(source: str, userns_fd: int, recursive: bool) -> int:
+    """A detached clone of ``source`` (recursive: with its submounts), idmapped through the
+    user namespace ``userns_fd``; the caller moves it into place with move_mount."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    tree = open_tree(-100, source, flags)  # -100: AT_FDCWD
+    try:
+        mount_setattr(tree, "", AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0),
+                      attr_set=MOUNT_ATTR_IDMAP, userns_fd=userns_fd)
+    except BaseException:
+        os.close(tree)
+        raise
+    return tree

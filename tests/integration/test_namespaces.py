@@ -24,8 +24,10 @@ class Running:
         self.pyrunc = pyrunc
         self.id = new_id()
         self.out = bundle / f"{self.id}.out"
-        with open(self.out, "w") as out, open(bundle / f"{self.id}.err", "w") as err:
-            pyrunc("create", "-b", str(bundle), self.id, stdout=out, stderr=err)
+        err_path = bundle / f"{self.id}.err"
+        with open(self.out, "w") as out, open(err_path, "w") as err:
+            p = pyrunc("create", "-b", str(bundle), self.id, stdout=out, stderr=err, check=False)
+        assert p.returncode == 0, f"create failed: {err_path.read_text()}"
         self.pid = pyrunc.state(self.id)["pid"]
         pyrunc("start", self.id)
 

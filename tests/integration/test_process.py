@@ -17,11 +17,6 @@ from conftest import edit_config, needs_root, new_id
 pytestmark = needs_root
 
 READY = "__ready__"
-CAPS = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -41,7 +36,8 @@ class Running:
         self.out = bundle / f"{self.id}.out"
         self.err = bundle / f"{self.id}.err"
         with open(self.out, "w") as out, open(self.err, "w") as err:
-            pyrunc("create", "-b", str(bundle), *create_args, self.id, stdout=out, stderr=err)
+            p = pyrunc("create", "-b", str(bundle), *create_args, self.id, stdout=out, stderr=err, check=False)
+        assert p.returncode == 0, f"create failed: {self.err.read_text()}"
         self.pid = pyrunc.state(self.id)["pid"]
         pyrunc("start", self.id)
 

@@ -24,7 +24,7 @@ import time
 
 from . import jsonio
 from .errors import ContainerExistsError, ContainerNotExistError, InvalidIDError
-from .record import record
+from .record import fields, record
 
 STATE_FILE = "pyrunc.json"
 CONFIG_FILE = "config.json"
@@ -178,7 +178,7 @@ class Entry:
         return ContainerState(**doc)
 
     def write_state(self, st: ContainerState) -> None:
-        atomic_write(self.file(STATE_FILE), jsonio.dumps({n: getattr(st, n) for n in st.__fields__}))
+        atomic_write(self.file(STATE_FILE), jsonio.dumps({n: getattr(st, n) for n in fields(st)}))
 
     def read_config(self) -> dict:
         with open(self.file(CONFIG_FILE), "rb") as f:

@@ -97,7 +97,7 @@ def reorder_args(argv: list[str], table: dict[str, tuple[str, bool]]) -> list[st
             value_may_follow = False
             flags.append(arg)
         elif arg == "--":
-            rest += argv[i:]
+            rest = ["--"] + rest + argv[i + 1:]  # urfave moves the delimiter to the front
             break
         elif known:
             name, eq, _ = arg.lstrip("-").partition("=")
@@ -136,9 +136,10 @@ def parse_flags(argv: list[str], table: dict[str, tuple[str, bool]], where: str)
 
 
 def _parse_bool(name: str, value: str) -> bool:
-    if value.lower() in ("1", "t", "true"):
+    """Go's strconv.ParseBool."""
+    if value in ("1", "t", "T", "true", "TRUE", "True"):
         return True
-    if value.lower() in ("0", "f", "false"):
+    if value in ("0", "f", "F", "false", "FALSE", "False"):
         return False
     raise UsageError(f'invalid boolean value "{value}" for -{name}')
 

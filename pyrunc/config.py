@@ -470,7 +470,7 @@ def check_semantics(doc: dict) -> list[str]:
         if (m.get("uidMappings") or m.get("gidMappings")) and not _has_idmap_option(m):
             out.append(f"mounts[{i}]: uidMappings/gidMappings need the idmap or ridmap option")
         if _has_idmap_option(m) and not (m.get("uidMappings") or m.get("gidMappings")) \
-                and not ("user" in present):
+                and "user" not in present:
             out.append(f"mounts[{i}]: an idmap mount needs its own uidMappings/gidMappings "
                        "or a user namespace in linux.namespaces")
 

@@ -45,8 +45,15 @@ class InitProcess:
                 # Die with the runtime during create: a half-made container must not linger.
                 _prctl.prctl(_prctl.PR_SET_PDEATHSIG, 9)
                 # The channel goes above the preserved fds, which the container inherits as 3..3+N-1.
-                fd = fcntl.fcntl(child.fileno(), fcntl.F_DUPFD, 3 + self.preserve_fds)
-                gate = fcntl.fcntl(gate_fd, fcntl.F_DUPFD, 3 + self.preserve_fds)
+                # Our caller's other fds (an engine's pipes, say) are not the container's business:
+                # keep stdio, the preserved ones, and the channel and gate right above them.
+                base = 3 + self.preserve_fds
+                fd = fcntl.fcntl(child.fileno(), fcntl.F_DUPFD, base + 2)
+                gate = fcntl.fcntl(gate_fd, fcntl.F_DUPFD, base + 2)
+                os.dup2(fd, base)
+                os.dup2(gate, base + 1)
+                fd, gate = base, base + 1
+                os.closerange(base + 2, os.sysconf("SC_OPEN_MAX"))
                 for keep in range(3, 3 + self.preserve_fds):
                     os.set_inheritable(keep, True)
                 os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", _BOOT, str(fd), str(gate)]

@@ -91,11 +91,11 @@ def validate_state(doc: object) -> list[SchemaError]:
 # --------------------------------------------------------------------------
 # schema loading and $ref resolution (lazy, cached for the process lifetime)
 
-_files: dict[str, object] = {}
-_refs: dict[tuple[str, str], tuple[str, object]] = {}
+_files: dict[str, dict] = {}
+_refs: dict[tuple[str, str], tuple[str, dict]] = {}
 
 
-def _load(name: str) -> object:
+def _load(name: str) -> dict:
     doc = _files.get(name)
     if doc is None:
         if not name or "/" in name or "\\" in name or name.startswith("."):
@@ -106,14 +106,14 @@ def _load(name: str) -> object:
     return doc
 
 
-def _resolve(base: str, ref: str) -> tuple[str, object]:
+def _resolve(base: str, ref: str) -> tuple[str, dict]:
     key = (base, ref)
     hit = _refs.get(key)
     if hit is None:
         name, _, fragment = ref.partition("#")
         if not name:
             name = base
-        node = _load(name)
+        node: dict = _load(name)
         if fragment:
             if fragment[0] != "/":
                 raise ValueError(f"unsupported $ref {ref!r} in {base}")

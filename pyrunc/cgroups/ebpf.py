@@ -45,6 +45,8 @@ from .base import CgroupError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (hot path)
 if TYPE_CHECKING:
+    import ctypes
+
     from .resources import DeviceState
 
 # ---------------------------------------------------------------------------- eBPF ISA
@@ -214,7 +216,7 @@ def _syscall():  # type: ignore[no-untyped-def]
     return _libc_syscall
 
 
-def _bpf(cmd: int, attr: object) -> int:
+def _bpf(cmd: int, attr: "ctypes.Array[ctypes.c_char]") -> int:
     """bpf(cmd, attr, sizeof attr) -> its result; raises OSError.  ``attr``: a ctypes buffer."""
     import ctypes
 
@@ -236,7 +238,7 @@ def _bpf(cmd: int, attr: object) -> int:
         raise OSError(err, os.strerror(err))
 
 
-def _bpf_fd(cmd: int, attr: object) -> int:
+def _bpf_fd(cmd: int, attr: "ctypes.Array[ctypes.c_char]") -> int:
     fd = _bpf(cmd, attr)
     if fd == 0:  # bpf(2) treats fd 0 as "none" in later calls: move it
         import fcntl

@@ -82,8 +82,11 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
     if cfg.domainname:
         L.setdomainname(cfg.domainname)
     for key, value in linux.sysctl.items():
-        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-            f.write(value)
+        try:
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise OSError(e.errno, f"linux.sysctl.{key} = {value!r}: {e.strerror}") from None
     if proc.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(proc.oom_score_adj))
@@ -116,8 +119,8 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
     chan.send(READY)
     chan.close()
 
-    _wait_at_gate(gate)
-    state["status"] = "running"
+    _wait_at_gate(gate)  # the gate stays open until exec closes it: `start` waits for that
+    state["status"] = "created"  # what runc passes: the user's process has not run yet
     run_hooks("startContainer", cfg.hooks.start_container, state)
     preserved = 3 + int(go.get("preserve_fds", 0))
     L.close_range(preserved, 0xFFFFFFFF, L.CLOSE_RANGE_CLOEXEC)
@@ -155,12 +158,14 @@ def _forbid_imports() -> None:
 
 
 def _wait_at_gate(gate: int) -> None:
-    """Block until ``start`` writes to the fifo (crun's direction: we hold the read end)."""
+    """Block until ``start`` writes to the fifo (crun's direction: we hold the read end).
+
+    We keep the read end open (close-on-exec) so that ``start`` can tell when the user's
+    process has been exec'd -- poststart hooks must run after that."""
     while True:
         select.select([gate], [], [])
         try:
             if os.read(gate, 1):
-                os.close(gate)
                 return
         except BlockingIOError:
             continue

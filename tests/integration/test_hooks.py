@@ -100,9 +100,7 @@ def test_every_kind_runs_in_order_at_its_time_and_in_its_namespaces(pyrunc, make
     assert container_mnt != host_mnt
 
     pyrunc("start", cid)
-    # (which of the last two comes first is left to the xfail test below: pyrunc races them)
-    assert kinds_run(hookdir)[:3] == ["prestart", "createRuntime", "createContainer"]
-    assert sorted(kinds_run(hookdir)[3:]) == ["poststart", "startContainer"]
+    assert kinds_run(hookdir) == ["prestart", "createRuntime", "createContainer", "startContainer", "poststart"]
     pyrunc("kill", cid, "KILL")
     deadline = time.monotonic() + 10
     while pyrunc.state(cid)["status"] != "stopped" and time.monotonic() < deadline:
@@ -134,8 +132,6 @@ def test_every_kind_runs_in_order_at_its_time_and_in_its_namespaces(pyrunc, make
     assert states["poststop"]["status"] == "stopped"
 
 
-@pytest.mark.xfail(strict=True, reason="pyrunc bug (init/__init__.py): startContainer hooks get "
-                                       "status 'running'; runc passes 'created' (the process has not run yet)")
 def test_start_container_hooks_see_status_created(pyrunc, make_bundle, hookdir: Path) -> None:
     bundle = make_bundle(["sleep", "100"])
     with_hooks(bundle, {"startContainer": [hook("startContainer", hookdir)]}, hookdir)
@@ -281,8 +277,6 @@ def test_failing_poststop_hook_only_warns_and_the_others_still_run(pyrunc, make_
     assert not leftovers(pyrunc, cid)
 
 
-@pytest.mark.xfail(strict=True, reason="pyrunc bug (container.py Container.start): poststart hooks run as soon "
-                                       "as the gate byte is written, before the init has exec'd the process")
 def test_poststart_waits_for_the_user_process_even_after_slow_start_container_hooks(
         pyrunc, make_bundle, hookdir: Path) -> None:
     bundle = make_bundle(["sleep", "100"])

@@ -370,7 +370,7 @@ def test_capabilities_seen_from_inside(pyrunc, make_bundle) -> None:
 def test_no_new_privileges(pyrunc, make_bundle) -> None:
     for flag, want in ((True, "1"), (False, "0")):
         bundle = script_bundle(make_bundle, "grep NoNewPrivs /proc/self/status")
-        edit_config(bundle, lambda c: c["process"].update(noNewPrivileges=flag))
+        edit_config(bundle, lambda c, flag=flag: c["process"].update(noNewPrivileges=flag))
         c = Running(pyrunc, bundle)
         assert c.wait_ready().split() == ["NoNewPrivs:", want]
         assert c.status()["NoNewPrivs"] == want

@@ -477,7 +477,7 @@ def test_dangling_symlink_destination_fails_without_touching_the_host(pyrunc, bu
     os.symlink(host, private_rootfs / "evil")  # leads nowhere inside the rootfs
     bundle = bundle_on(["true"])
     for dest in ("/evil", "/evil/sub"):
-        edit_config(bundle, lambda c: c.update(mounts=c["mounts"][:7] + [
+        edit_config(bundle, lambda c, dest=dest: c.update(mounts=c["mounts"][:7] + [
             {"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}]))
         cid = new_id()
         p = pyrunc("create", "-b", str(bundle), cid, check=False)

@@ -180,9 +180,6 @@ def test_runc_reorders_command_flags_after_the_id(argv: list[str], flags: dict, 
     assert f == flags and pos == positional
 
 
-@pytest.mark.xfail(strict=True, reason="pyrunc deviation (cli.py reorder_args): urfave/cli moves the '--' "
-                                       "in front of the positionals it passes over; pyrunc leaves it after them, "
-                                       "where it becomes an argument")
 def test_double_dash_after_the_id_is_dropped_as_runc_does() -> None:
     _, _, f, pos = parse(["kill", "c1", "--", "-9"])
     assert f == {} and pos == ["c1", "-9"]

@@ -17,6 +17,7 @@ The steps, in order (init -> parent unless marked):
 ``MOUNT_FD_DONE`` (parent -> init)  the tree's fd, passed with SCM_RIGHTS
 ``HOOKS``                           run prestart and createRuntime hooks now
 ``HOOKS_DONE`` (parent -> init)
+``WARN``                            something runc only warns about; the runtime logs it
 ``READY``                           set up and about to wait at the start gate
 ``ERROR``                           set-up failed; ``message`` says why
 
@@ -40,6 +41,7 @@ HOOKS_DONE = "hooks-done"
 MOUNT_FD = "mount-fd"
 MOUNT_FD_DONE = "mount-fd-done"  # (parent -> init) carries the fd with SCM_RIGHTS
 READY = "ready"
+WARN = "warn"
 ERROR = "error"
 
 _MAX = 1 << 16

@@ -103,6 +103,7 @@ class Runtime:
                 on_pid=container._record_init_pid,
                 run_hooks=lambda: container._run_create_hooks(cfg),
                 mount_fd=lambda msg: container._idmapped_tree(cfg, msg),
+                warn=self.warn,
             )
             if pid_file:
                 S.atomic_write(os.path.abspath(pid_file), str(init.pid), 0o644)

@@ -13,7 +13,7 @@ import sys
 
 import _prctl  # python-prctl's C part; ctypes (linux/) is not needed on the runtime's side
 from .channel import (GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, PID, PID_DONE, READY, USERMAP,
-                      USERMAP_DONE, Channel, ChannelClosed)
+                      USERMAP_DONE, WARN, Channel, ChannelClosed)
 from .errors import InitError
 
 _BOOT = ("import sys;sys.path[:0]=sys.argv[3:];from pyrunc.init import main;"
@@ -67,7 +67,7 @@ class InitProcess:
         return pid
 
     def handshake(self, go: dict, write_id_maps: object, on_pid: object, run_hooks: object,
-                  mount_fd: object = None) -> None:
+                  mount_fd: object = None, warn: object = None) -> None:
         """Drive the create protocol until the init reports ready (or fails)."""
         chan = self.chan
         assert chan is not None
@@ -93,6 +93,9 @@ class InitProcess:
                 elif msg.kind == HOOKS:
                     run_hooks()  # type: ignore[operator]
                     chan.send(HOOKS_DONE)
+                elif msg.kind == WARN:
+                    if warn is not None:
+                        warn(str(msg["message"]))  # type: ignore[operator]
                 elif msg.kind == READY:
                     return
                 else:

@@ -191,7 +191,11 @@ class Entry:
         return os.path.exists(self.file(GATE_FIFO))
 
     def remove(self) -> None:
-        for name in os.listdir(self.path):
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            names = []  # someone else removed it already
+        for name in names:
             try:
                 os.unlink(os.path.join(self.path, name))
             except IsADirectoryError:

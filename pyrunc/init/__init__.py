@@ -18,7 +18,7 @@ import sys
 
 from .. import jsonio
 from .. import linux as L
-from ..channel import ERROR, GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, READY, Channel
+from ..channel import ERROR, GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, READY, WARN, Channel
 from ..config import Config
 from ..hooks import run_hooks
 from . import namespaces, process, rootfs
@@ -110,7 +110,7 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
     process.set_rlimits(proc.rlimits)
     process.drop_bounding(proc.capabilities, known)
     process.switch_user(proc.user)
-    process.apply_capabilities(proc.capabilities, known)
+    process.apply_capabilities(proc.capabilities, known, lambda msg: chan.send(WARN, message=msg))
     try:
         os.chdir(proc.cwd)
     except OSError as e:

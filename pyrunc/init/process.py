@@ -92,7 +92,8 @@ def switch_user(user: object) -> None:
     os.umask(0o022 if user.umask is None else user.umask)  # type: ignore[attr-defined]
 
 
-def apply_capabilities(caps: object | None, known: int) -> None:
+def apply_capabilities(caps: object | None, known: int, warn: object = None) -> None:
+    """``warn(message)`` reports what runc only warns about (the runtime logs it)."""
     if caps is None:
         return  # no capabilities object: the process keeps what it has (as runc does)
     every = set(range(known + 1))
@@ -110,10 +111,9 @@ def apply_capabilities(caps: object | None, known: int) -> None:
         try:
             L.prctl(L.PR_CAP_AMBIENT, L.PR_CAP_AMBIENT_RAISE, n)
         except OSError as e:
-            # runc only warns (an ambient capability must be permitted and inheritable too),
-            # and so do we, on the only channel left to the init: the container's stderr.
-            os.write(2, f'level=warning msg="can\'t raise ambient capability {CAPABILITIES[n]}: '
-                        f'{(e.strerror or "").lower()}"\n'.encode())
+            # runc only warns (an ambient capability must be permitted and inheritable too)
+            if warn is not None:
+                warn(f"can't raise ambient capability {CAPABILITIES[n]}: {(e.strerror or '').lower()}")  # type: ignore[operator]
 
 
 def find_executable(name: str, env: list[str], cwd: str) -> str:

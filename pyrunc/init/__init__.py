@@ -24,6 +24,9 @@ from ..hooks import run_hooks
 from . import namespaces, process, rootfs
 
 
+_traceback = None  # the traceback module, with --debug
+
+
 def main(fd: int, gate: int) -> None:
     """``fd``: our end of the channel; ``gate``: the read end of the start gate fifo."""
     # Nobody may ptrace us or open our /proc files (e.g. /proc/PID/exe, the host's
@@ -33,15 +36,17 @@ def main(fd: int, gate: int) -> None:
     go: dict = {}
     try:
         go = chan.expect(GO).fields
+        if go.get("debug"):  # imported now: after pivot_root nothing may be imported
+            global _traceback
+            import traceback as _traceback
         with open(os.path.join(go["state_dir"], "config.json"), "rb") as f:
             cfg = Config.from_dict(jsonio.loads(f.read()))
         namespaces.enter(chan, cfg.linux)
         pid_done = namespaces.fork_init(chan)
         container_init(chan, cfg, go, gate, pid_done["state"])  # type: ignore[arg-type]
     except BaseException as e:  # noqa: BLE001 - every failure must reach the parent as a message
-        if go.get("debug"):
-            import traceback  # only with --debug: the rootfs may already be ours then
-            traceback.print_exc()
+        if _traceback is not None:
+            _traceback.print_exc()
         try:
             chan.send(ERROR, message=describe(e))
         except OSError:

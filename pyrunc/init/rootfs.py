@@ -214,9 +214,7 @@ class RootfsBuilder:
             L.mount(source, fd_path(fd), None, L.MS_BIND | (opts.flags & L.MS_REC))
         finally:
             os.close(fd)
-        extra = opts.flags & ~(L.MS_BIND | L.MS_REC | L.MS_REMOUNT)
-        if extra:
-            self._remount(m.destination, extra)  # type: ignore[attr-defined]
+        self._bind_flags(m.destination, opts)  # type: ignore[attr-defined]
 
     def _idmapped_bind(self, m: object, opts: MountOptions) -> None:
         """An idmapped bind: only the runtime, in the host's user namespace, may create the
@@ -234,9 +232,13 @@ class RootfsBuilder:
                 os.close(fd)
         finally:
             os.close(tree)
+        self._bind_flags(m.destination, opts)  # type: ignore[attr-defined]
+
+    def _bind_flags(self, path: str, opts: MountOptions) -> None:
+        """A bind mount takes ro/nosuid/nodev/noexec/... only through a remount."""
         extra = opts.flags & ~(L.MS_BIND | L.MS_REC | L.MS_REMOUNT)
         if extra:
-            self._remount(m.destination, extra)  # type: ignore[attr-defined]
+            self._remount(path, extra)
 
     def _remount(self, path: str, flags: int) -> None:
         fd = open_in_root(self.root_fd, path)

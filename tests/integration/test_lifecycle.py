@@ -282,3 +282,21 @@ def test_flags_after_the_id_are_reordered_like_runc(pyrunc, make_bundle) -> None
     pyrunc("create", cid, "--bundle", str(bundle))  # urfave/cli v1 reorders known flags
     pyrunc("delete", cid, "--force")
     assert cid not in pyrunc.ids()
+
+
+def test_state_output_follows_the_state_schema(pyrunc, make_bundle) -> None:
+    from pyrunc.schema import validate_state
+    bundle = make_bundle(["sleep", "100"])
+    edit_config(bundle, lambda c: c.update(annotations={"org.example/key": "value"}))
+    cid = new_id()
+    pyrunc("create", "-b", str(bundle), cid)
+    seen = [pyrunc.state(cid)]
+    pyrunc("start", cid)
+    seen.append(pyrunc.state(cid))
+    pyrunc("kill", cid, "KILL")
+    seen.append(wait_status(pyrunc, cid, "stopped"))
+    pyrunc("delete", cid)
+    assert [s["status"] for s in seen] == ["created", "running", "stopped"]
+    for st in seen:
+        assert validate_state(st) == [], st
+        assert st["annotations"] == {"org.example/key": "value"}

@@ -42,11 +42,19 @@ _COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {
     "delete": {"force": ("force", False), "f": ("force", False)},
     "spec": {"bundle": ("bundle", True), "b": ("bundle", True), "rootless": ("rootless", False)},
     "validate": {"bundle": ("bundle", True), "b": ("bundle", True)},
+    "pause": {},
+    "resume": {},
+    "ps": {"format": ("format", True), "f": ("format", True)},
+    "update": {"r": ("resources", True), **{name: (name, True) for name in (
+        "resources", "blkio-weight", "cpu-period", "cpu-quota", "cpu-burst", "cpu-share", "cpu-rt-period",
+        "cpu-rt-runtime", "cpuset-cpus", "cpuset-mems", "kernel-memory", "kernel-memory-tcp", "memory",
+        "cpu-idle", "memory-reservation", "memory-swap", "pids-limit", "l3-cache-schema", "mem-bw-schema")}},
+    "events": {"stats": ("stats", False), "interval": ("interval", True)},
 }
 # Commands whose arguments after the id belong to the container's process (runc's SkipArgReorder).
 _NO_REORDER = ("exec", "ps")
 # runc commands that belong to later work: a clear message instead of a silent no-op.
-_NOT_YET = ("exec", "ps", "pause", "resume", "update", "events", "checkpoint", "restore", "features")
+_NOT_YET = ("exec", "checkpoint", "restore", "features")
 
 _USAGE = f"""pyrunc {VERSION}: an OCI runtime (runtime-spec {SPEC_VERSION}) with runc's command line
 
@@ -60,6 +68,11 @@ commands:
    list      list the containers in --root
    kill      send a signal to a container's init (default SIGTERM)
    delete    delete a container and everything it holds on the host
+   pause     freeze every process of a container
+   resume    thaw a paused container
+   ps        show the processes of a container (ID [ps options], default -ef)
+   update    change a container's cgroup limits (--resources FILE|- or runc's flags)
+   events    container statistics and OOM notifications as JSON lines (--stats, --interval)
    spec      write a default config.json
    validate  check a bundle's config.json without running it
 
@@ -228,6 +241,9 @@ def _dispatch(command: str, args: Args, gflags: dict, logger: log.Logger) -> int
         signum = parse_signal(args.positional[1] if len(args.positional) > 1 else "SIGTERM")
         rt.get(args.positional[0]).kill(signum, all_processes=bool(args.get("all")))
         return 0
+    if command == "ps":
+        _need(args, command, 1, at_least=True)
+        return _cmd_ps(rt, args)
     _need(args, command, 1)
     cid = args.positional[0]
     if command == "start":
@@ -236,7 +252,38 @@ def _dispatch(command: str, args: Args, gflags: dict, logger: log.Logger) -> int
         sys.stdout.write(jsonio.dumps_pretty(rt.get(cid).state()))
     elif command == "delete":
         _cmd_delete(rt, cid, bool(args.get("force")))
+    elif command == "pause":
+        rt.get(cid).pause()
+    elif command == "resume":
+        rt.get(cid).resume()
+    elif command == "update":
+        _cmd_update(rt, cid, args, logger)
+    elif command == "events":
+        from . import events
+        interval = events.parse_duration(str(args.get("interval", "5s")))
+        return events.run(rt.get(cid), interval, bool(args.get("stats")))
     return 0
+
+
+def _cmd_update(rt, cid: str, args: Args, logger: log.Logger) -> None:  # type: ignore[no-untyped-def]
+    """runc update: ``--resources FILE|-`` (then the other flags are ignored) or the flags."""
+    from . import update
+    container = rt.get(cid)
+    source = str(args.get("resources") or "")
+    update.check_intel_rdt(args.flags)
+    if source:
+        try:
+            if source == "-":
+                data = sys.stdin.buffer.read()
+            else:
+                with open(source, "rb") as f:
+                    data = f.read()
+        except OSError as e:
+            raise PyruncError(f"open {source}: {e.strerror}") from None
+        resources = update.load_resources(source, data)
+    else:
+        resources = update.resources_from_flags(args.flags, logger.warn)
+    container.update(resources)
 
 
 def _create_options(args: Args) -> dict:
@@ -258,6 +305,48 @@ def _cmd_delete(rt, cid: str, force: bool) -> None:  # type: ignore[no-untyped-d
         if not force:
             raise  # runc: with --force, a container that is already gone is not an error
         rt.store.remove_orphan(cid)
+
+
+def _cmd_ps(rt, args: Args) -> int:  # type: ignore[no-untyped-def]
+    """runc's ps: the container's host pids as JSON, or the host's ``ps`` (default ``-ef``)
+    output cut down to the header and the lines whose PID column is one of them."""
+    pids = rt.get(args.positional[0]).processes()
+    fmt = str(args.get("format", "table"))
+    if fmt == "json":
+        print(jsonio.dumps(pids or None))  # Go encodes runc's empty (nil) slice as null
+        return 0
+    if fmt != "table":
+        raise PyruncError("invalid format option")
+    import subprocess
+
+    ps_args = args.positional[1:] or ["-ef"]
+    try:
+        p = subprocess.run(["ps", *ps_args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, check=False)
+    except OSError as e:
+        raise PyruncError(f'exec: "ps": {e.strerror}') from None
+    output = p.stdout.decode(errors="replace")
+    if p.returncode != 0:
+        raise PyruncError(f"exit status {p.returncode}: {output}")
+    lines = output.split("\n")
+    titles = lines[0].split()
+    if "PID" not in titles:
+        raise PyruncError("couldn't find PID field in ps output")
+    index = titles.index("PID")
+    wanted = set(pids)
+    out = [lines[0]]
+    for line in lines[1:]:
+        if not line:
+            continue
+        fields = line.split()
+        try:
+            pid = int(fields[index])
+        except (IndexError, ValueError):
+            raise PyruncError(f"unable to parse pid: {line!r}") from None
+        if pid in wanted:
+            out.append(line)
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
 
 
 def _cmd_list(rt, args: Args) -> int:  # type: ignore[no-untyped-def]

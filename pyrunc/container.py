@@ -13,8 +13,8 @@ import time
 
 from . import state as S
 from .config import Config, Resources, device_cgroup_rules, load_bundle
-from .errors import (ConfigError, ContainerNotExistError, ContainerNotRunningError, InvalidStateError,
-                     NotSupportedError, PyruncError)
+from .errors import (ConfigError, ContainerNotExistError, ContainerNotPausedError, ContainerNotRunningError,
+                     InvalidStateError, NotSupportedError, PyruncError)
 from .hooks import run_hooks
 
 TYPE_CHECKING = False  # typing costs ~11 ms to import: only type checkers read it
@@ -268,7 +268,10 @@ class Container:
         if all_processes or (signum == SIGKILL and not self._state.own_pid_namespace):
             # Without its own PID namespace the init's death does not take the others with it.
             self._cgroup().kill_all(signum)
-        if not self._signal_init(signum) and not all_processes:
+        sent = self._signal_init(signum)
+        if signum == SIGKILL and status == S.PAUSED:
+            self._thaw_after_kill()
+        if not sent and not all_processes:
             raise ContainerNotRunningError()
 
     def _signal_init(self, signum: int) -> bool:
@@ -296,10 +299,45 @@ class Container:
                 raise InvalidStateError(f"cannot delete container {self.id} that is not stopped: {status}")
             if status != S.STOPPED:
                 self._signal_init(SIGKILL)
+                if status == S.PAUSED:
+                    self._thaw_after_kill()
                 self._wait_gone(10.0)
             self._destroy()
         finally:
             self.entry.unlock()
+
+    def pause(self) -> None:
+        """Freeze every process of the container (runc: from created or running)."""
+        self._lock_and_reload()
+        try:
+            if self.status not in (S.CREATED, S.RUNNING):
+                raise ContainerNotRunningError()
+            self._cgroup().freeze()
+        finally:
+            self.entry.unlock()
+
+    def resume(self) -> None:
+        """Thaw a paused container; it is created or running again, as it was before."""
+        self._lock_and_reload()
+        try:
+            if self.status != S.PAUSED:
+                raise ContainerNotPausedError()
+            self._cgroup().thaw()
+        finally:
+            self.entry.unlock()
+
+    def processes(self) -> list[int]:
+        """Host pids in the container's cgroup tree, sorted (runc's Processes); [] once it is gone."""
+        if not self._state.cgroup:
+            return []
+        return self._cgroup().pids()  # type: ignore[no-any-return]
+
+    def _thaw_after_kill(self) -> None:
+        """After SIGKILL to a paused container: frozen v1 tasks die only once thawed (runc)."""
+        try:
+            self._cgroup().thaw()
+        except PyruncError as e:
+            self.runtime.warn(f"container {self.id}: cannot thaw after SIGKILL: {e}")
 
     def _lock_and_reload(self) -> None:
         """Take the container's lock and re-read its state: another command may have changed it."""
@@ -350,6 +388,48 @@ class Container:
                 if os.WIFSIGNALED(status):
                     return 128 + os.WTERMSIG(status)
                 return os.waitstatus_to_exitcode(status)
+
+    # -- update / events ------------------------------------------------------------------------
+
+    def update(self, resources: dict) -> None:
+        """runc update: merge a LinuxResources document (``pyrunc.update.merge``) into the
+        persisted linux.resources, apply the result to the cgroup, then persist it atomically.
+
+        Device rules are left alone (runc's SkipDevices).  A failure names the flag or JSON
+        path; the limits written before it are set back to the old ones (best effort) and the
+        persisted config is unchanged."""
+        from .config import _resources
+        from .update import check_merged, merge, rollback
+
+        self._lock_and_reload()
+        try:
+            if self.status == S.STOPPED:
+                raise ContainerNotRunningError()
+            doc = self.entry.read_config()
+            linux = doc.setdefault("linux", {})
+            old = linux.get("resources") or {}
+            merged = merge(old, resources)
+            check_merged(merged)
+            new_r, old_r = _resources(merged), _resources(rollback(old, merged))
+            new_r.devices, old_r.devices = [], []
+            cgroup = self._cgroup()
+            try:
+                cgroup.apply(new_r)
+            except PyruncError:
+                _quietly(lambda: cgroup.apply(old_r))
+                raise
+            linux["resources"] = merged
+            self.entry.write_config(doc)
+        finally:
+            self.entry.unlock()
+
+    def cgroup_manager(self):  # type: ignore[no-untyped-def]
+        """The container's cgroup Manager (``pyrunc.cgroups``)."""
+        return self._cgroup()
+
+    def cgroup_stats(self) -> dict:
+        """The cgroup's statistics (``Manager.stats()``), for ``events``."""
+        return self._cgroup().stats()  # type: ignore[no-any-return]
 
 
 _START_ERRORS = {

@@ -51,6 +51,11 @@ class ContainerNotRunningError(PyruncError):
         super().__init__("container not running")
 
 
+class ContainerNotPausedError(PyruncError):
+    def __init__(self) -> None:
+        super().__init__("container not paused")
+
+
 class InvalidStateError(PyruncError):
     """A lifecycle rule of runtime.md forbids the command in the current status."""
 

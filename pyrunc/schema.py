@@ -88,6 +88,15 @@ def validate_state(doc: object) -> list[SchemaError]:
     return _run(STATE_SCHEMA, doc)
 
 
+def validate_resources(doc: object) -> list[SchemaError]:
+    """Validate a LinuxResources document on its own (``update --resources``); paths are
+    relative to it (``memory.limit``)."""
+    errors: list[SchemaError] = []
+    base, schema = _resolve("defs-linux.json", "#/definitions/Resources")
+    _validate(doc, schema, base, None, errors)
+    return errors
+
+
 # --------------------------------------------------------------------------
 # schema loading and $ref resolution (lazy, cached for the process lifetime)
 

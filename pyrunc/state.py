@@ -227,6 +227,23 @@ def derive_status(entry: Entry, st: ContainerState) -> str:
         return STOPPED  # the create process died half-way: only delete is left
     if not st.init_pid or process_start_time(st.init_pid) != st.init_start:
         return STOPPED
+    if cgroup_frozen(st):
+        return PAUSED  # before the gate: a created container can be paused too (runc)
     if entry.gate_exists():
         return CREATED
     return RUNNING
+
+
+def cgroup_frozen(st: ContainerState) -> bool:
+    """Whether the container's own cgroup is frozen, as the kernel reports it (``pause``).
+
+    Only asked while the init lives: runc asks first, so an init that died while frozen on
+    cgroup v2 (where SIGKILL gets through) leaves it "paused" for ever; we say "stopped"."""
+    if not st.cgroup:
+        return False
+    from .cgroups import CgroupError, manager_from_state  # ~1 ms: only for a live init
+
+    try:
+        return manager_from_state(st.cgroup).frozen()
+    except CgroupError:
+        return False

@@ -230,6 +230,20 @@ class Manager:
         """Send ``signum`` to every process in the cgroup tree (frozen meanwhile, as runc does)."""
         raise NotImplementedError
 
+    def freeze(self) -> None:
+        """Freeze every process of the cgroup tree (``pause``); returns once the kernel reports
+        the cgroup frozen, else thaws it back and raises CgroupError."""
+        raise NotImplementedError
+
+    def thaw(self) -> None:
+        """Undo ``freeze`` (``resume``)."""
+        raise NotImplementedError
+
+    def frozen(self) -> bool:
+        """True when this cgroup itself is frozen (not merely an ancestor); never raises for
+        a cgroup or freezer that does not exist (False)."""
+        raise NotImplementedError
+
     def destroy(self) -> None:
         """Remove the cgroup (sub-cgroups first); waits ~1 s for dying processes; idempotent."""
         raise NotImplementedError
@@ -242,6 +256,16 @@ class Manager:
 
     def path(self, controller: str = "") -> str:
         """Directory of the cgroup for ``controller`` ("" = the unified one; v2 ignores the name)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict:
+        """cpu, cpuset, memory, pids, blkio and hugetlb statistics as a plain dict, keyed as
+        runc's ``events`` JSON (see ``stats.py``); unreadable files leave zeros."""
+        raise NotImplementedError
+
+    def oom_kills(self) -> int | None:
+        """How many processes the OOM killer has killed in the cgroup (a counter that only
+        grows); None when the memory cgroup does not exist (any more)."""
         raise NotImplementedError
 
 

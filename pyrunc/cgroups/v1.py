@@ -325,6 +325,77 @@ class V1Manager(Manager):
             delay = min(delay * 2, 0.2)
         return False
 
+    # ------------------------------------------------------------------ pause / resume
+
+    def freeze(self) -> None:
+        """FROZEN, written again until the kernel reports it (runc's FreezerGroup.Set).
+
+        A v1 cgroup can stay FREEZING while processes keep appearing in it (forks, joins):
+        write again, thawing now and then to let it settle, for up to 10 s.  On failure
+        the cgroup is thawed back: a half-frozen container is the worst outcome."""
+        d = self._need("freezer", "pause")
+        path = d + "/freezer.state"
+        try:
+            self._freeze_until_frozen(path)
+        except BaseException:
+            try:
+                write_raw(path, "THAWED")
+            except OSError:
+                pass
+            raise
+
+    @staticmethod
+    def _freeze_until_frozen(path: str) -> None:
+        import time
+
+        deadline = time.monotonic() + 10.0
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                if tries % 50 == 0:
+                    write_raw(path, "THAWED")
+                    time.sleep(0.01)
+                write_raw(path, "FROZEN")
+                state = read_file(path).strip()
+            except OSError as e:
+                raise CgroupError(f"cannot freeze {path}: {e.strerror}", e.errno) from None
+            if state == "FROZEN":
+                return
+            if state != "FREEZING":
+                raise CgroupError(f"unexpected state {state} of {path} while freezing")
+            if time.monotonic() > deadline:
+                raise CgroupError(f"unable to freeze: {path} still FREEZING after 10 s")
+            if tries > 25:
+                time.sleep(min(0.001 * (tries - 25), 0.05))
+
+    def thaw(self) -> None:
+        d = self._need("freezer", "resume")
+        write_file(d, "freezer.state", "THAWED", "resume")
+
+    def frozen(self) -> bool:
+        """FROZEN by itself (freezer.self_freezing), not by an ancestor; FREEZING is waited out
+        (up to ~0.5 s), as runc's GetState does."""
+        d = self.paths.get("freezer", "")
+        if not d:
+            return False
+        for _ in range(500):
+            try:
+                state = read_file(d + "/freezer.state").strip()
+            except OSError:
+                return False  # no such cgroup
+            if state == "THAWED":
+                return False
+            if state == "FROZEN":
+                try:
+                    return read_file(d + "/freezer.self_freezing").strip() == "1"
+                except OSError:
+                    return True  # a kernel without self_freezing
+            import time
+
+            time.sleep(0.001)
+        return False
+
     def destroy(self) -> None:
         failures = []
         for d in reversed(self._dirs()):
@@ -334,3 +405,15 @@ class V1Manager(Manager):
                 failures.append(str(e))
         if failures:
             raise CgroupError("; ".join(failures))
+
+    # ------------------------------------------------------------------ statistics
+
+    def stats(self) -> dict:
+        from .stats import v1_stats
+
+        return v1_stats(self.paths)
+
+    def oom_kills(self) -> int | None:
+        from .stats import v1_oom_kills
+
+        return v1_oom_kills(self.paths)

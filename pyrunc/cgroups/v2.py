@@ -311,6 +311,70 @@ class V2Manager(Manager):
             delay = min(delay * 2, 0.2)
         return False
 
+    # ------------------------------------------------------------------ pause / resume
+
+    def freeze(self) -> None:
+        """cgroup.freeze 1, then wait until cgroup.events says ``frozen 1`` (runc waits 10 s);
+        on a timeout the cgroup is thawed back rather than left half-frozen."""
+        path = self.dir + "/cgroup.freeze"
+        try:
+            write_raw(path, "1")
+        except OSError as e:
+            raise CgroupError(f"pause: cannot write 1 to {path}: {e.strerror}", e.errno) from None
+        try:
+            if not self._wait_events("frozen 1", 10.0):
+                raise CgroupError(f"unable to freeze: cgroup {self.dir} not frozen after 10 s")
+        except BaseException:
+            try:
+                write_raw(path, "0")
+            except OSError:
+                pass
+            raise
+
+    def _wait_events(self, want: str, timeout: float) -> bool:
+        """Poll cgroup.events until it has the line ``want``; False after ``timeout`` seconds."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            try:
+                events = read_file(self.dir + "/cgroup.events")
+            except OSError as e:
+                raise CgroupError(f"cannot read {self.dir}/cgroup.events: {e.strerror}", e.errno) from None
+            if want in events.splitlines():
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    def thaw(self) -> None:
+        # cgroup.events may keep saying "frozen 1" when an ancestor is frozen: nothing to wait for
+        write_file(self.dir, "cgroup.freeze", "0", "resume")
+
+    def frozen(self) -> bool:
+        """cgroup.freeze is 1 and the kernel has finished freezing (waited up to 1 s, as runc's
+        getFreezer waits for a freeze in progress)."""
+        try:
+            if read_file(self.dir + "/cgroup.freeze").strip() != "1":
+                return False
+            return self._wait_events("frozen 1", 1.0)
+        except (OSError, CgroupError):
+            return False  # no such cgroup, or a kernel without the v2 freezer
+
     def destroy(self) -> None:
         remove_tree(self.dir)
+
+    # ------------------------------------------------------------------ statistics
+
+    def stats(self) -> dict:
+        from .stats import v2_stats
+
+        return v2_stats(self.dir)
+
+    def oom_kills(self) -> int | None:
+        from .stats import v2_oom_kills
+
+        return v2_oom_kills(self.dir)
 

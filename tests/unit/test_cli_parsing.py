@@ -190,6 +190,13 @@ def test_exec_and_ps_are_not_reordered() -> None:
     assert cli.reorder_args(["c1", "--force"], cli._COMMANDS["delete"]) == ["--force", "c1"]
 
 
+def test_ps_flags_stop_at_the_id_and_the_rest_goes_to_ps() -> None:
+    _, _, f, pos = parse(["ps", "--format", "json", "c1"])
+    assert f == {"format": "json"} and pos == ["c1"]
+    _, _, f, pos = parse(["ps", "-f", "table", "c1", "-eo", "pid,comm", "--format", "x", "-f"])
+    assert f == {"format": "table"} and pos == ["c1", "-eo", "pid,comm", "--format", "x", "-f"]
+
+
 def test_main_accepts_flags_after_the_id(capfd, tmp_path) -> None:
     # runc delete ID --force: an id that is not there is not an error with --force
     assert cli.main(["--root", str(tmp_path), "delete", "no-such-container", "--force"]) == 0
@@ -210,7 +217,10 @@ def test_main_accepts_flags_after_the_id(capfd, tmp_path) -> None:
     (["--rootless", "perhaps", "list"], 'invalid --rootless value "perhaps"'),
     (["--log-format", "xml", "list"], "invalid log-format: xml"),
     (["create", "--preserve-fds", "-1", "c"], 'invalid value "-1" for flag -preserve-fds'),
-    (["ps", "c"], '"ps" is not implemented by pyrunc yet'),
+    (["checkpoint", "c"], '"checkpoint" is not implemented by pyrunc yet'),
+    (["pause"], '"pause" requires exactly 1 argument(s)'),
+    (["resume", "a", "b"], '"resume" requires exactly 1 argument(s)'),
+    (["ps"], '"ps" requires a minimum of 1 argument(s)'),
     (["--bogus", "list"], "flag provided but not defined: -bogus"),
 ])
 def test_main_reports_usage_errors_with_exit_status_1(capfd, tmp_path, argv: list[str], message: str) -> None:

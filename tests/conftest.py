@@ -134,6 +134,16 @@ def make_bundle(tmp_path: Path, rootfs: Path) -> BundleFactory:
     return BundleFactory(tmp_path, rootfs)
 
 
+def proc_cgroups(pid: int) -> dict[str, str]:
+    """/proc/PID/cgroup as controller -> path ("" for the cgroup2 hierarchy)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _id, controllers, path = line.split(":", 2)
+        for c in controllers.split(",") if controllers else [""]:
+            out[c] = path
+    return out
+
+
 def read_config(bundle: Path) -> dict:
     return json.loads((bundle / "config.json").read_text())
 

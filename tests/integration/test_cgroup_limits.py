@@ -12,21 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_PREFIX, edit_config, needs_root, new_id
+from conftest import TEST_PREFIX, edit_config, needs_root, new_id, proc_cgroups
 from pyrunc.cgroups import detect_layout
 
 pytestmark = [needs_root, pytest.mark.cgroup2]
 LAYOUT = detect_layout()
 MiB = 1 << 20
-
-
-def proc_cgroups(pid: int) -> dict[str, str]:
-    out = {}
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _id, controllers, path = line.split(":", 2)
-        for c in controllers.split(",") if controllers else [""]:
-            out[c] = path
-    return out
 
 
 def cgroup_file(pid: int, controller: str, name: str) -> str:

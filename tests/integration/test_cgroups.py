@@ -23,6 +23,7 @@ import uuid
 
 import pytest
 
+from conftest import proc_cgroups
 from pyrunc.cgroups import CgroupError, detect_layout, manager_for, manager_from_state
 from pyrunc.cgroups.resources import shares_to_weight
 from pyrunc.config import CPU, DeviceRule, Memory, Pids, Resources
@@ -132,15 +133,6 @@ def sandbox():
 def read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
-
-
-def proc_cgroups(pid: int) -> dict[str, str]:
-    out = {}
-    for line in read(f"/proc/{pid}/cgroup").splitlines():
-        _, ctls, path = line.split(":", 2)
-        for c in ctls.split(","):
-            out[c] = path
-    return out
 
 
 def wait_dead(p: subprocess.Popen) -> int:

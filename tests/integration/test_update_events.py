@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import edit_config, needs_root, new_id
+from conftest import edit_config, needs_root, new_id, proc_cgroups
 from pyrunc.cgroups import detect_layout
 from pyrunc.cgroups.resources import shares_to_weight
 
@@ -34,15 +34,6 @@ FILES = {
     "pids": ("pids.max", "pids", "pids.max"),
     "cpus": ("cpuset.cpus", "cpuset", "cpuset.cpus"),
 }
-
-
-def proc_cgroups(pid: int) -> dict[str, str]:
-    out = {}
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _id, controllers, path = line.split(":", 2)
-        for c in controllers.split(",") if controllers else [""]:
-            out[c] = path
-    return out
 
 
 def cgroup_dir(pid: int, controller: str) -> Path:

@@ -91,6 +91,10 @@ class Runtime:
                 os.close(gate)
             resources = cfg.linux.resources or Resources()
             resources.devices = device_cgroup_rules(cfg.linux)
+            from .cgroups.resources import ignored_warnings
+
+            for msg in ignored_warnings(resources):
+                self.warn(msg)
             cgroup.create(resources)
             cgroup.apply(resources)
             cgroup.add(init.stage1_pid)

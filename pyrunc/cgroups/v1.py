@@ -26,11 +26,14 @@ from .base import (
     write_raw,
 )
 from .resources import (
+    blkio_v1_writes,
     check_supported,
     device_target,
     device_transition,
+    net_writes,
     parse_devices_list,
     pids_max,
+    rdma_lines,
 )
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (hot path)
@@ -137,8 +140,8 @@ class V1Manager(Manager):
         if resources is None:
             return
         r = resources
-        check_supported(r, self.layout, self.skip_devices)
-        # order as runc's: cpuset, devices, memory, cpu, pids
+        check_supported(r, self.layout, self.skip_devices, controllers={k for k in self.paths if k})
+        # order as runc's: cpuset, devices, memory, cpu, pids, blkio, hugetlb, net_cls, net_prio, rdma
         cpu = r.cpu
         if cpu is not None and (cpu.cpus or cpu.mems):
             d = self._need("cpuset", "linux.resources.cpu.cpus" if cpu.cpus else "linux.resources.cpu.mems")
@@ -156,6 +159,50 @@ class V1Manager(Manager):
         if pids is not None and pids.limit is not None:
             d = self._need("pids", "linux.resources.pids.limit")
             write_file(d, "pids.max", pids_max(pids.limit), "linux.resources.pids.limit")
+        if r.block_io:
+            self._apply_blkio(r.block_io)
+        if r.hugepage_limits:
+            self._apply_hugetlb(r.hugepage_limits)
+        if r.network:
+            for ctl, name, value, what in net_writes(r.network):
+                write_file(self._need(ctl, what), name, value, what)
+        if r.rdma:
+            for line, what in rdma_lines(r.rdma):
+                write_file(self._need("rdma", what), "rdma.max", line, what)
+
+    def _apply_blkio(self, bio: dict) -> None:
+        d = self._need("blkio", "linux.resources.blockIO")
+        # CFQ's blkio.weight where it exists, else BFQ's blkio.bfq.weight (runc)
+        prefix = "blkio" if os.path.exists(d + "/blkio.weight") else "blkio.bfq"
+        for name, value, what in blkio_v1_writes(bio, prefix):
+            if not os.path.exists(f"{d}/{name}"):
+                hint = ("neither blkio.weight (CFQ) nor blkio.bfq.weight (BFQ) exists: no "
+                        "proportional-weight I/O scheduler") if "weight" in name else "kernel without it"
+                raise CgroupError(f"{what}: {d}/{name} is missing ({hint})", errno.ENOENT)
+            try:
+                write_file(d, name, value, what)
+            except CgroupError as e:
+                if e.errno != errno.EOPNOTSUPP or "weight_device" not in name:
+                    raise
+                raise CgroupError(f"{e} (per-device weights need the device to use the "
+                                  f"{'BFQ' if 'bfq' in name else 'CFQ'} I/O scheduler: see "
+                                  "/sys/block/<dev>/queue/scheduler)", e.errno) from None
+
+    def _apply_hugetlb(self, limits: list[dict]) -> None:
+        """hugetlb.<size>.limit_in_bytes, and .rsvd.limit_in_bytes where the kernel has it (runc)."""
+        d = self._need("hugetlb", "linux.resources.hugepageLimits")
+        rsvd = True
+        for i, entry in enumerate(limits):
+            what = f"linux.resources.hugepageLimits[{i}]"
+            prefix = f"hugetlb.{entry['pageSize']}"
+            if not os.path.exists(f"{d}/{prefix}.limit_in_bytes"):
+                raise CgroupError(f"{what}.pageSize: this host has no {entry['pageSize']} huge pages "
+                                  f"({d}/{prefix}.limit_in_bytes is missing)", errno.ENOENT)
+            write_file(d, prefix + ".limit_in_bytes", str(entry["limit"]), what)
+            if rsvd:
+                rsvd = os.path.exists(f"{d}/{prefix}.rsvd.limit_in_bytes")
+                if rsvd:
+                    write_file(d, prefix + ".rsvd.limit_in_bytes", str(entry["limit"]), what)
 
     def _apply_devices(self, rules: list[DeviceRule]) -> None:
         what = "linux.resources.devices"
@@ -235,9 +282,11 @@ class V1Manager(Manager):
         period = cpu.period or 0
         burst = cpu.burst
         idle = cpu.idle
-        if not (shares or quota or period or burst is not None or idle is not None):
+        if not (shares or quota or period or burst is not None or idle is not None
+                or cpu.realtime_runtime or cpu.realtime_period):
             return
         d = self._need("cpu", "linux.resources.cpu")
+        self._apply_rt(d, cpu)
         if shares:
             what = "linux.resources.cpu.shares"
             write_file(d, "cpu.shares", str(shares), what)
@@ -262,6 +311,31 @@ class V1Manager(Manager):
                 write_file(d, name, value, what)
         if idle is not None:
             write_file(d, "cpu.idle", str(idle), "linux.resources.cpu.idle")
+
+    @staticmethod
+    def _apply_rt(d: str, cpu: CPU) -> None:
+        """cpu.rt_period_us, then cpu.rt_runtime_us (runc's SetRtSched): a period the kernel
+        refuses (EINVAL) while a runtime is also given is written again after the runtime."""
+        runtime, period = cpu.realtime_runtime or 0, cpu.realtime_period or 0
+        later = False
+        if period:
+            try:
+                write_file(d, "cpu.rt_period_us", str(period), "linux.resources.cpu.realtimePeriod")
+            except CgroupError as e:
+                if e.errno != errno.EINVAL or not runtime:
+                    raise
+                later = True
+        if runtime:
+            try:
+                write_file(d, "cpu.rt_runtime_us", str(runtime), "linux.resources.cpu.realtimeRuntime")
+            except CgroupError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                raise CgroupError(f"{e} (the runtime must fit in the period, and every parent "
+                                  "cgroup's cpu.rt_runtime_us must leave room for it: parents "
+                                  "start with none)", e.errno) from None
+            if later:
+                write_file(d, "cpu.rt_period_us", str(period), "linux.resources.cpu.realtimePeriod")
 
     @staticmethod
     def _cfs(d: str, name: str, value: str, what: str, retry: bool,

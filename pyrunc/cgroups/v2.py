@@ -29,7 +29,9 @@ from .resources import (
     check_supported,
     cpu_max,
     device_target,
+    io_v2_writes,
     pids_max,
+    rdma_lines,
     shares_to_weight,
     swap_to_v2,
     v2_number,
@@ -164,6 +166,8 @@ class V2Manager(Manager):
             self._write("pids.max", pids_max(pids.limit), "linux.resources.pids.limit")
         if r.memory is not None:
             self._apply_memory(r.memory)
+        if r.block_io:
+            self._apply_io(r.block_io)
         cpu = r.cpu
         if cpu is not None:
             self._apply_cpu(cpu)
@@ -171,6 +175,64 @@ class V2Manager(Manager):
                 self._write("cpuset.cpus", cpu.cpus, "linux.resources.cpu.cpus")
             if cpu.mems:
                 self._write("cpuset.mems", cpu.mems, "linux.resources.cpu.mems")
+        if r.hugepage_limits:
+            self._apply_hugetlb(r.hugepage_limits)
+        if r.rdma:
+            for line, what in rdma_lines(r.rdma):
+                self._write("rdma.max", line, what)
+        for key in sorted(r.unified):
+            self._apply_unified(key, r.unified[key])
+
+    def _apply_io(self, bio: dict) -> None:
+        bfq_file = self.dir + "/io.bfq.weight"
+        bfq = os.path.exists(bfq_file)
+        if bfq and bio.get("weightDevice"):
+            try:
+                current = read_file(bfq_file).strip()
+            except OSError:
+                current = ""
+            per_device = not current.isdigit()  # old kernels show (and take) only a number
+        else:
+            per_device = False
+        for name, value, what in io_v2_writes(bio, bfq):
+            if name == "io.bfq.weight" and ":" in value and not per_device:
+                raise CgroupError(f"{what}: per-device weights need the BFQ I/O scheduler's "
+                                  f"io.bfq.weight with per-device support, which {self.dir} lacks",
+                                  errno.ENOENT)
+            self._write(name, value, what)
+
+    def _apply_hugetlb(self, limits: list[dict]) -> None:
+        """hugetlb.<size>.max, and .rsvd.max where the kernel has it (runc)."""
+        rsvd = True
+        for i, entry in enumerate(limits):
+            what = f"linux.resources.hugepageLimits[{i}]"
+            prefix = f"hugetlb.{entry['pageSize']}"
+            if not os.path.exists(f"{self.dir}/{prefix}.max"):
+                raise CgroupError(f"{what}.pageSize: this host has no {entry['pageSize']} huge pages "
+                                  f"({self.dir}/{prefix}.max is missing)", errno.ENOENT)
+            self._write(prefix + ".max", str(entry["limit"]), what)
+            if rsvd:
+                rsvd = os.path.exists(f"{self.dir}/{prefix}.rsvd.max")
+                if rsvd:
+                    self._write(prefix + ".rsvd.max", str(entry["limit"]), what)
+
+    def _apply_unified(self, key: str, value: str) -> None:
+        """One linux.resources.unified file, line by line (runc's WriteFileByLine).  Never
+        created: a missing file is a controller that is not enabled, or no such key."""
+        what = f"linux.resources.unified[{key!r}]"
+        if not os.path.exists(f"{self.dir}/{key}"):
+            controller = key.partition(".")[0]
+            try:
+                available = read_file(self.dir + "/cgroup.controllers").split()
+            except OSError:
+                available = []
+            if controller != "cgroup" and controller not in available:
+                raise CgroupError(f"{what}: can't be set: controller {controller!r} not available "
+                                  f"for {self.dir}", errno.ENOENT)
+            raise CgroupError(f"{what}: no such cgroup file {self.dir}/{key}", errno.ENOENT)
+        for line in value.split("\n") or [""]:
+            if line or "\n" not in value:
+                write_file(self.dir, key, line, what)
 
     def _check(self, r: Resources) -> DeviceState | None:
         """check_supported, with the device rules checked here: v2 enforces them with an
@@ -178,7 +240,11 @@ class V2Manager(Manager):
         device policy to set (None: leave the device filter as it is)."""
         problems = []
         try:
-            check_supported(r, "v2", skip_devices=True)
+            available = set(read_file(self.dir + "/cgroup.controllers").split())
+        except OSError:
+            available = None  # no cgroup yet: the writes will say what is missing
+        try:
+            check_supported(r, "v2", skip_devices=True, controllers=available)
         except CgroupError as e:
             problems.append(str(e))
         state = None

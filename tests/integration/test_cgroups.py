@@ -369,10 +369,10 @@ def test_v1_refusals_leave_the_cgroup_untouched(sandbox):
     limit_file = mgr.path("memory") + "/memory.limit_in_bytes"
     before = read(limit_file)
     with pytest.raises(CgroupError) as e:
-        mgr.apply(Resources(memory=Memory(limit=64 * MiB), block_io={"weight": 500},
-                            hugepage_limits=[{"pageSize": "2MB", "limit": 0}]))
-    assert "linux.resources.blockIO: not supported by pyrunc yet" in str(e.value)
-    assert "linux.resources.hugepageLimits: not supported by pyrunc yet" in str(e.value)
+        mgr.apply(Resources(memory=Memory(limit=64 * MiB), block_io={"weight": 5},
+                            hugepage_limits=[{"pageSize": "2 MB", "limit": 0}]))
+    assert "linux.resources.blockIO.weight: 5 is outside the kernel's range" in str(e.value)
+    assert "linux.resources.hugepageLimits[0]" in str(e.value)
     assert read(limit_file) == before
     with pytest.raises(CgroupError, match=r"linux\.resources\.unified"):
         mgr.apply(Resources(unified={"memory.high": "1G"}))

@@ -281,30 +281,80 @@ def res(**kw) -> Resources:
     return Resources(**kw)
 
 
-@pytest.mark.parametrize("kw,path", [
-    ({"block_io": {"weight": 500}}, "blockIO"),
-    ({"block_io": {"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 100}]}}, "blockIO"),
-    ({"hugepage_limits": [{"pageSize": "2MB", "limit": 0}]}, "hugepageLimits"),
-    ({"network": {"classID": 7}}, "network"),
-    ({"rdma": {"mlx5_1": {"hcaHandles": 3}}}, "rdma"),
-    ({"unified": {"memory.high": "1G"}}, "unified"),
-    ({"memory": Memory(kernel=1 << 20)}, "memory.kernel"),
-    ({"memory": Memory(kernel_tcp=1 << 20)}, "memory.kernelTCP"),
-    ({"cpu": CPU(realtime_runtime=950000)}, "cpu.realtimeRuntime"),
-    ({"cpu": CPU(realtime_period=1000000)}, "cpu.realtimePeriod"),
+@pytest.mark.parametrize("kw,layouts,message", [
+    ({"block_io": {"weight": 5}}, ("v1", "hybrid", "v2"), "blockIO.weight: 5 is outside the kernel's range"),
+    ({"block_io": {"throttleReadBpsDevice": [{"major": 8, "rate": 100}]}}, ("v1", "v2"),
+     "blockIO.throttleReadBpsDevice[0]: major and minor must be device numbers"),
+    ({"block_io": {"leafWeight": 500}}, ("v2",), "blockIO.leafWeight: cgroup v2 has no leaf weights"),
+    ({"hugepage_limits": [{"pageSize": "2mb", "limit": 0}]}, ("v1", "v2"), "hugepageLimits[0].pageSize"),
+    ({"hugepage_limits": [{"pageSize": "2MB", "limit": -1}]}, ("v1", "v2"), "hugepageLimits[0].limit"),
+    ({"network": {"classID": 7}}, ("v2",), "network: cgroup v2 has no net_cls/net_prio controllers"),
+    ({"rdma": {"mlx5_1": {"hcaHandles": -3}}}, ("v1", "v2"), "rdma['mlx5_1'].hcaHandles"),
+    ({"unified": {"memory.high": "1G"}}, ("v1", "hybrid"), "unified: invalid configuration: cannot use unified"),
+    ({"unified": {"../memory.high": "1G"}}, ("v2",), "unified['../memory.high']: must be a file name"),
+    ({"unified": {"memoryhigh": "1G"}}, ("v2",), "unified['memoryhigh']: must be in the form CONTROLLER.PARAMETER"),
+    ({"cpu": CPU(realtime_runtime=950000)}, ("v2",), "cpu.realtimeRuntime: cgroup v2 has no realtime"),
+    ({"cpu": CPU(realtime_period=1000000)}, ("v2",), "cpu.realtimePeriod: cgroup v2 has no realtime"),
 ])
-def test_unsupported_groups_name_their_json_path(kw, path):
-    for layout in ("v1", "hybrid", "v2"):
+def test_refusals_name_their_json_path(kw, layouts, message):
+    for layout in layouts:
         with pytest.raises(CgroupError) as e:
             check_supported(res(**kw), layout)
-        assert f"linux.resources.{path}: not supported by pyrunc yet" in str(e.value)
+        assert f"linux.resources.{message}" in str(e.value)
+
+
+@pytest.mark.parametrize("kw,controller,path", [
+    ({"block_io": {"weight": 500}}, "blkio", "blockIO"),
+    ({"hugepage_limits": [{"pageSize": "2MB", "limit": 0}]}, "hugetlb", "hugepageLimits[0]"),
+    ({"network": {"classID": 7}}, "net_cls", "network.classID"),
+    ({"rdma": {"mlx5_1": {"hcaHandles": 3}}}, "rdma", "rdma['mlx5_1']"),
+    ({"cpu": CPU(realtime_runtime=950000)}, "cpu", "cpu.realtimeRuntime"),
+])
+def test_missing_controllers_are_refused(kw, controller, path):
+    check_supported(res(**kw), "v1", controllers={controller})
+    with pytest.raises(CgroupError) as e:
+        check_supported(res(**kw), "v1", controllers={"memory"})
+    assert f"linux.resources.{path}: the {controller} controller is not available on this host" in str(e.value)
+
+
+def test_supported_groups_pass_the_check():
+    for layout in ("v1", "hybrid", "v2"):
+        check_supported(res(block_io={"weight": 500, "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1}]},
+                            hugepage_limits=[{"pageSize": "2MB", "limit": 0}], rdma={"mlx5_1": {"hcaHandles": 3}},
+                            memory=Memory(kernel=1 << 20, kernel_tcp=1 << 20)), layout)
+    check_supported(res(network={"classID": 7}, cpu=CPU(realtime_runtime=950000, realtime_period=1000000)), "v1")
+    check_supported(res(unified={"memory.high": "1G", "cgroup.max.depth": "3"}), "v2")
+
+
+def test_writes_are_runcs():
+    from pyrunc.cgroups.resources import blkio_v1_writes, io_v2_writes, net_writes, rdma_lines
+
+    bio = {"weight": 300, "leafWeight": 200, "weightDevice": [{"major": 8, "minor": 0, "weight": 100}],
+           "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 10}],
+           "throttleWriteIOPSDevice": [{"major": 8, "minor": 16, "rate": 20}]}
+    assert blkio_v1_writes(bio, "blkio.bfq") == [
+        ("blkio.bfq.weight", "300", "linux.resources.blockIO.weight"),
+        ("blkio.leaf_weight", "200", "linux.resources.blockIO.leafWeight"),
+        ("blkio.bfq.weight_device", "8:0 100", "linux.resources.blockIO.weightDevice[0].weight"),
+        ("blkio.throttle.read_bps_device", "8:0 10", "linux.resources.blockIO.throttleReadBpsDevice[0]"),
+        ("blkio.throttle.write_iops_device", "8:16 20", "linux.resources.blockIO.throttleWriteIOPSDevice[0]")]
+    bio.pop("leafWeight")
+    assert [w[:2] for w in io_v2_writes(bio, bfq=False)] == [
+        ("io.weight", "2930"), ("io.bfq.weight", "8:0 100"), ("io.max", "8:0 rbps=10"), ("io.max", "8:16 wiops=20")]
+    assert io_v2_writes(bio, bfq=True)[0][:2] == ("io.bfq.weight", "300")
+    assert rdma_lines({"b": {"hcaObjects": 2}, "a": {"hcaHandles": 1, "hcaObjects": 0}, "c": {}}) == [
+        ("a hca_handle=1 hca_object=0", "linux.resources.rdma['a']"),
+        ("b hca_object=2", "linux.resources.rdma['b']")]
+    assert net_writes({"classID": 0x100001, "priorities": [{"name": "eth0", "priority": 5}]}) == [
+        ("net_cls", "net_cls.classid", "1048577", "linux.resources.network.classID"),
+        ("net_prio", "net_prio.ifpriomap", "eth0 5", "linux.resources.network.priorities[0]")]
 
 
 def test_every_problem_is_listed_at_once():
     with pytest.raises(CgroupError) as e:
-        check_supported(res(block_io={"weight": 10}, rdma={"x": {"hcaObjects": 1}}), "v1")
-    assert str(e.value).splitlines() == ["linux.resources.blockIO: not supported by pyrunc yet",
-                                         "linux.resources.rdma: not supported by pyrunc yet"]
+        check_supported(res(block_io={"weight": 5}, rdma={"x": {"hcaObjects": -1}}), "v1")
+    assert str(e.value).splitlines() == ["linux.resources.blockIO.weight: 5 is outside the kernel's range [10, 1000]",
+                                         "linux.resources.rdma['x'].hcaObjects: -1 is not a count"]
 
 
 def test_zero_and_empty_are_unset():

@@ -50,11 +50,21 @@ _COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {
         "cpu-rt-runtime", "cpuset-cpus", "cpuset-mems", "kernel-memory", "kernel-memory-tcp", "memory",
         "cpu-idle", "memory-reservation", "memory-swap", "pids-limit", "l3-cache-schema", "mem-bw-schema")}},
     "events": {"stats": ("stats", False), "interval": ("interval", True)},
+    "exec": {
+        "process": ("process", True), "p": ("process", True), "detach": ("detach", False), "d": ("detach", False),
+        "pid-file": ("pid_file", True), "cwd": ("cwd", True), "env": ("env*", True), "e": ("env*", True),
+        "user": ("user", True), "u": ("user", True), "additional-gids": ("additional_gids*", True),
+        "g": ("additional_gids*", True), "cap": ("cap*", True), "c": ("cap*", True),
+        "no-new-privs": ("no_new_privs", False), "preserve-fds": ("preserve_fds", True),
+        "ignore-paused": ("ignore_paused", False), "tty": ("tty", False), "t": ("tty", False),
+        "console-socket": ("console_socket", True), "apparmor": ("apparmor", True),
+        "process-label": ("process_label", True), "cgroup": ("cgroup", True), "pidfd-socket": ("pidfd_socket", True),
+    },
 }
 # Commands whose arguments after the id belong to the container's process (runc's SkipArgReorder).
 _NO_REORDER = ("exec", "ps")
 # runc commands that belong to later work: a clear message instead of a silent no-op.
-_NOT_YET = ("exec", "checkpoint", "restore", "features")
+_NOT_YET = ("checkpoint", "restore", "features")
 
 _USAGE = f"""pyrunc {VERSION}: an OCI runtime (runtime-spec {SPEC_VERSION}) with runc's command line
 
@@ -70,6 +80,7 @@ commands:
    delete    delete a container and everything it holds on the host
    pause     freeze every process of a container
    resume    thaw a paused container
+   exec      run a new process in a running container (ID COMMAND [ARGS...] or --process FILE)
    ps        show the processes of a container (ID [ps options], default -ef)
    update    change a container's cgroup limits (--resources FILE|- or runc's flags)
    events    container statistics and OOM notifications as JSON lines (--stats, --interval)
@@ -141,7 +152,12 @@ def parse_flags(argv: list[str], table: dict[str, tuple[str, bool]], where: str)
                 if i >= len(argv):
                     raise UsageError(f"flag needs an argument: -{name}")
                 value = argv[i]
-            flags[key] = value
+            if key.endswith("*"):  # repeatable: every value, in order
+                values = flags.setdefault(key[:-1], [])
+                assert isinstance(values, list)
+                values.append(value)
+            else:
+                flags[key] = value
         else:
             flags[key] = _parse_bool(name, value) if eq else True
         i += 1
@@ -244,6 +260,9 @@ def _dispatch(command: str, args: Args, gflags: dict, logger: log.Logger) -> int
     if command == "ps":
         _need(args, command, 1, at_least=True)
         return _cmd_ps(rt, args)
+    if command == "exec":
+        _need(args, command, 1, at_least=True)
+        return _cmd_exec(rt, args)
     _need(args, command, 1)
     cid = args.positional[0]
     if command == "start":
@@ -295,6 +314,45 @@ def _create_options(args: Args) -> dict:
         "console_socket": args.get("console_socket"), "no_pivot": bool(args.get("no_pivot")),
         "no_new_keyring": bool(args.get("no_new_keyring")), "preserve_fds": int(preserve),
     }
+
+
+def _cmd_exec(rt, args: Args) -> int:  # type: ignore[no-untyped-def]
+    """runc exec: the process from --process FILE, or the container's own overridden by the flags
+    and COMMAND ARGS.  The process's exit status is ours; a failure to run it exits 255 (runc)."""
+    from . import execproc
+
+    preserve = str(args.get("preserve_fds", "0"))
+    if not preserve.isdigit():
+        raise UsageError(f'invalid value "{preserve}" for flag -preserve-fds')
+    for key, flag in (("tty", "--tty"), ("console_socket", "--console-socket")):
+        if args.get(key):
+            raise UsageError(f"{flag}: terminals are not supported by pyrunc yet")
+    for key, flag in (("apparmor", "--apparmor"), ("process_label", "--process-label"), ("cgroup", "--cgroup"),
+                      ("pidfd_socket", "--pidfd-socket")):
+        if args.get(key):
+            raise UsageError(f"{flag} is not supported by pyrunc yet")
+    cid, command = args.positional[0], args.positional[1:]
+    try:
+        container = rt.get(cid)
+        path = str(args.get("process") or "")
+        if path:
+            process = execproc.from_file(path)
+        else:
+            if not command:
+                raise PyruncError("process args cannot be empty")
+            def strings(key: str) -> list[str]:
+                return [str(v) for v in args.get(key, [])]  # type: ignore[attr-defined]
+
+            process = execproc.from_flags(
+                container.entry.read_config().get("process") or {}, command, cwd=str(args.get("cwd") or ""),
+                env=strings("env"), user=str(args.get("user") or ""), additional_gids=strings("additional_gids"),
+                caps=strings("cap"), no_new_privs=bool(args.get("no_new_privs")))
+        pid_file = str(args.get("pid_file") or "") or None
+        return container.exec(process, detach=bool(args.get("detach")), pid_file=pid_file,  # type: ignore[no-any-return]
+                              preserve_fds=int(preserve), ignore_paused=bool(args.get("ignore_paused")))
+    except PyruncError as e:
+        e.exit_code = 255  # runc: fatalWithCode(fmt.Errorf("exec failed: %w", err), 255)
+        raise
 
 
 def _cmd_delete(rt, cid: str, force: bool) -> None:  # type: ignore[no-untyped-def]

@@ -382,16 +382,51 @@ class Container:
     def wait(self) -> int:
         """Reap the init (we must be its reaper: ``run`` made us a subreaper) and return its status
         as a shell would: the exit code, or 128 + the signal number."""
-        pid = self._state.init_pid
-        while True:
-            try:
-                got, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                return 255
-            if got == pid:
-                if os.WIFSIGNALED(status):
-                    return 128 + os.WTERMSIG(status)
-                return os.waitstatus_to_exitcode(status)
+        return _reap(self._state.init_pid)
+
+    # -- exec -----------------------------------------------------------------------------------
+
+    def exec(self, process: dict, detach: bool = False, pid_file: str | None = None,
+             preserve_fds: int = 0, ignore_paused: bool = False) -> int:
+        """Run ``process`` (a runtime-spec process object, see ``pyrunc.execproc``) in the
+        container: its namespaces, its cgroup.  In the foreground, wait and return its status
+        (128 + N when killed by signal N), forwarding signals; detached, return 0 once it runs."""
+        from .execproc import check
+        from .process import InitProcess
+
+        status = self.status
+        if status == S.STOPPED:
+            raise InvalidStateError("cannot exec in a stopped container")
+        if status == S.PAUSED and not ignore_paused:
+            raise InvalidStateError("cannot exec in a paused container (use --ignore-paused to override)")
+        if status == S.CREATING:
+            raise InvalidStateError("cannot exec in a container that is still being created")
+        check(process, "process")
+        if not detach:
+            # The process is our grandchild (the init stage forks it into the PID namespace and
+            # exits): become its reaper to learn its status.
+            import _prctl
+            _prctl.prctl(_prctl.PR_SET_CHILD_SUBREAPER, 1)
+        init = InitProcess(preserve_fds)
+        try:
+            init.spawn(-1)
+            self._cgroup().add(init.stage1_pid)
+            init.handshake(
+                go={"exec": True, "id": self.id, "state_dir": self.entry.path, "init_pid": self._state.init_pid,
+                    "process": process, "preserve_fds": preserve_fds, "debug": self.runtime.debug},
+                write_id_maps=None, on_pid=lambda pid: {}, run_hooks=None, warn=self.runtime.warn)
+            if pid_file:
+                S.atomic_write(os.path.abspath(pid_file), str(init.pid), 0o644)
+        except BaseException:
+            init.abort()
+            raise
+        finally:
+            init.close()
+        if detach:
+            return 0
+        from .signals import forward_signals
+        with forward_signals(init.pid):
+            return _reap(init.pid)
 
     # -- update / events ------------------------------------------------------------------------
 
@@ -489,6 +524,21 @@ def _wait_for_no_reader(fd: int) -> None:
     poller.register(fd, 0)  # POLLERR is always reported: no readers left
     while not poller.poll():
         pass
+
+
+def _reap(pid: int) -> int:
+    """Reap children until ``pid``; its status as a shell gives it (128 + N for signal N)."""
+    while True:
+        try:
+            got, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 255
+        except InterruptedError:
+            continue
+        if got == pid:
+            if os.WIFSIGNALED(status):
+                return 128 + os.WTERMSIG(status)
+            return os.waitstatus_to_exitcode(status)
 
 
 def _quietly(fn: object) -> None:

@@ -36,7 +36,8 @@ class InitProcess:
 
     def spawn(self, gate_fd: int) -> int:
         """Start the init stage; it inherits our end of the channel and the start gate's read end
-        (opened here, by us: a container with a user namespace could not open it by path)."""
+        (opened here, by us: a container with a user namespace could not open it by path;
+        -1 for exec, which has no gate)."""
         parent, child = Channel.pair()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child until exec
@@ -49,10 +50,12 @@ class InitProcess:
                 # keep stdio, the preserved ones, and the channel and gate right above them.
                 base = 3 + self.preserve_fds
                 fd = fcntl.fcntl(child.fileno(), fcntl.F_DUPFD, base + 2)
-                gate = fcntl.fcntl(gate_fd, fcntl.F_DUPFD, base + 2)
                 os.dup2(fd, base)
-                os.dup2(gate, base + 1)
-                fd, gate = base, base + 1
+                fd, gate = base, -1
+                if gate_fd >= 0:  # exec has no start gate
+                    gate = fcntl.fcntl(gate_fd, fcntl.F_DUPFD, base + 2)
+                    os.dup2(gate, base + 1)
+                    gate = base + 1
                 os.closerange(base + 2, os.sysconf("SC_OPEN_MAX"))
                 for keep in range(3, 3 + self.preserve_fds):
                     os.set_inheritable(keep, True)

@@ -97,6 +97,15 @@ def validate_resources(doc: object) -> list[SchemaError]:
     return errors
 
 
+def validate_process(doc: object) -> list[SchemaError]:
+    """Validate a runtime-spec ``process`` object on its own (``exec --process FILE``); paths
+    read as in config.json (``process.user.uid``)."""
+    errors: list[SchemaError] = []
+    base, schema = _resolve(CONFIG_SCHEMA, "#/definitions/Process")
+    _validate(doc, schema, base, (None, "process"), errors)
+    return errors
+
+
 # --------------------------------------------------------------------------
 # schema loading and $ref resolution (lazy, cached for the process lifetime)
 

@@ -19,7 +19,7 @@ import sys
 from .. import jsonio
 from .. import linux as L
 from ..channel import ERROR, GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, READY, WARN, Channel
-from ..config import Config
+from ..config import Config, Process, _process
 from ..hooks import run_hooks
 from . import namespaces, process, rootfs
 
@@ -41,6 +41,9 @@ def main(fd: int, gate: int) -> None:
             import traceback as _traceback
         with open(os.path.join(go["state_dir"], "config.json"), "rb") as f:
             cfg = Config.from_dict(jsonio.loads(f.read()))
+        if go.get("exec"):
+            exec_process(chan, cfg, go)
+            return
         namespaces.enter(chan, cfg.linux)
         pid_done = namespaces.fork_init(chan)
         container_init(chan, cfg, go, gate, pid_done["state"])  # type: ignore[arg-type]
@@ -112,6 +115,35 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
     fs.enter(go["no_pivot"])
     _forbid_imports()
 
+    executable = _prepare_process(chan, proc, known)
+    chan.send(READY)
+    chan.close()
+
+    _wait_at_gate(gate)  # the gate stays open until exec closes it: `start` waits for that
+    state["status"] = "created"  # what runc passes: the user's process has not run yet
+    run_hooks("startContainer", cfg.hooks.start_container, state)
+    _exec(proc, executable, int(go.get("preserve_fds", 0)))
+
+
+def exec_process(chan: Channel, cfg: Config, go: dict) -> None:
+    """``pyrunc exec``: join the running container (its namespaces; the runtime has put us in its
+    cgroup) instead of creating one, then set up ``go["process"]`` as the init does its own."""
+    proc = _process(go["process"])
+    known = process.last_cap()
+    if proc.oom_score_adj is not None:  # while we are the host's root; the children inherit it
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(proc.oom_score_adj))
+    namespaces.join(int(go["init_pid"]), [ns.type for ns in cfg.linux.namespaces])
+    _forbid_imports()
+    namespaces.fork_init(chan)  # the child is in the container's PID namespace
+    executable = _prepare_process(chan, proc, known)
+    chan.send(READY)
+    chan.close()
+    _exec(proc, executable, int(go.get("preserve_fds", 0)))
+
+
+def _prepare_process(chan: Channel, proc: Process, known: int) -> str:
+    """rlimits, capabilities, user, cwd and the PATH lookup; returns the executable's path."""
     process.set_rlimits(proc.rlimits)
     process.drop_bounding(proc.capabilities, known)
     process.switch_user(proc.user)
@@ -120,22 +152,20 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
         os.chdir(proc.cwd)
     except OSError as e:
         raise OSError(e.errno, f"process.cwd {proc.cwd!r}: {e.strerror}") from None
-    executable = process.find_executable(proc.args[0], proc.env, proc.cwd)
-    chan.send(READY)
-    chan.close()
+    return process.find_executable(proc.args[0], proc.env, proc.cwd)
 
-    _wait_at_gate(gate)  # the gate stays open until exec closes it: `start` waits for that
-    state["status"] = "created"  # what runc passes: the user's process has not run yet
-    run_hooks("startContainer", cfg.hooks.start_container, state)
-    preserved = 3 + int(go.get("preserve_fds", 0))
-    L.close_range(preserved, 0xFFFFFFFF, L.CLOSE_RANGE_CLOEXEC)
+
+def _exec(proc: Process, executable: str, preserve_fds: int) -> None:
+    """Close what is not the process's, set no_new_privs and default signals, exec."""
+    L.close_range(3 + preserve_fds, 0xFFFFFFFF, L.CLOSE_RANGE_CLOEXEC)
     if proc.no_new_privileges:
         L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
     _default_signals()
+    args: list[str] = proc.args
     try:
-        os.execve(executable, proc.args, process.env_dict(proc.env))
+        os.execve(executable, args, process.env_dict(proc.env))
     except OSError as e:
-        os.write(2, f"pyrunc: exec {proc.args[0]}: {e.strerror}\n".encode())
+        os.write(2, f"pyrunc: exec {args[0]}: {e.strerror}\n".encode())
         os._exit(127 if e.errno == 2 else 126)
 
 

@@ -94,3 +94,39 @@ def fork_init(chan: Channel) -> Message:
         chan.send(PID, pid=pid)
         os._exit(0)
     return chan.expect(PID_DONE)
+
+
+def join(init_pid: int, types: list[str]) -> None:
+    """exec: join the namespaces of the container's init (user first, mount last), then take
+    its root as ours.  The pid (and time) namespace applies to our children: fork after this."""
+    order = sorted(types, key=lambda t: (t != "user", t == "mount"))
+    fds: list[tuple[str, int]] = []
+    root = -1
+    try:
+        # Everything is opened before anything is joined: the mount namespace changes what paths mean.
+        for ns_type in order:
+            name = L.NAMESPACE_PROC_NAMES[ns_type]
+            fd = os.open(f"/proc/{init_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            mine, theirs = os.stat(f"/proc/self/ns/{name}"), os.fstat(fd)
+            if (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino):
+                os.close(fd)  # already ours (setns into one's own user namespace is EINVAL)
+                continue
+            fds.append((ns_type, fd))
+        root = os.open(f"/proc/{init_pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for ns_type, fd in fds:
+            try:
+                L.setns(fd, L.NAMESPACE_FLAGS[ns_type])
+            except OSError as e:
+                raise OSError(e.errno, f"joining the container's {ns_type} namespace: {e.strerror}") from None
+            if ns_type == "user":
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+        # The init's root, not the namespace's: right after pivot_root and with --no-pivot alike.
+        os.fchdir(root)
+        os.chroot(".")
+        os.chdir("/")
+    finally:
+        for _, fd in fds:
+            os.close(fd)
+        if root >= 0:
+            os.close(root)

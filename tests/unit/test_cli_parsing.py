@@ -247,3 +247,15 @@ def test_create_options_convert_types() -> None:
     assert opts == {"bundle": "/b", "pid_file": None, "console_socket": None, "no_pivot": True,
                     "no_new_keyring": False, "preserve_fds": 3}
     assert cli._create_options(cli.Args({}, ["c"]))["bundle"] == "."
+
+
+def test_go_runc_and_conmon_exec() -> None:
+    # go-runc: "exec", "--process", P, "--detach", "--pid-file", F, id; conmon puts the pid file first
+    _, cmd, f, pos = parse(["--root", "/r", "exec", "--process", "/tmp/p.json", "--detach", "--pid-file", "/p.pid",
+                            "ctr1"])
+    assert (cmd, f, pos) == ("exec", {"process": "/tmp/p.json", "detach": True, "pid_file": "/p.pid"}, ["ctr1"])
+    _, _, f, pos = parse(["exec", "-e", "A=1", "--env=B=2", "-u", "1:2", "-g", "5", "--additional-gids", "6",
+                          "--cap", "CAP_KILL", "-c", "CAP_CHOWN", "--cwd", "/tmp", "c1", "sh", "-c", "-e"])
+    assert f == {"env": ["A=1", "B=2"], "user": "1:2", "additional_gids": ["5", "6"],
+                 "cap": ["CAP_KILL", "CAP_CHOWN"], "cwd": "/tmp"}
+    assert pos == ["c1", "sh", "-c", "-e"]

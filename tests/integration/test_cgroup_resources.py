@@ -19,32 +19,14 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_PREFIX, edit_config, new_id, proc_cgroups
-from pyrunc.cgroups import CgroupError, detect_layout, manager_for
+from pyrunc.cgroups import CgroupError, manager_for
 from pyrunc.cgroups.resources import blkio_to_io_weight, check_supported, ignored_warnings
 from pyrunc.config import CPU, Memory, Pids, Resources
-from test_cgroups import Sandbox, read
+from test_cgroups import MiB, read, v1_only, v2_only
+from test_cgroups import sandbox as _sandbox_fixture
 
-LAYOUT = detect_layout()
-IS_ROOT = os.geteuid() == 0
-MiB = 1 << 20
-
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="cgroup integration tests need root")
-v1_only = pytest.mark.skipif(LAYOUT not in ("v1", "hybrid"),
-                             reason=f"needs a cgroup v1 or hybrid host (this one is {LAYOUT})")
-_skip_unless_v2 = pytest.mark.skipif(LAYOUT != "v2", reason=f"needs a pure cgroup v2 host (this one is {LAYOUT}); "
-                                     "test_cgroup2_vm.py runs these in cgroup2-vm")
-
-
-def v2_only(fn):  # type: ignore[no-untyped-def]
-    return pytest.mark.cgroup2(_skip_unless_v2(fn))
-
-
-@pytest.fixture
-def sandbox():
-    box = Sandbox()
-    yield box
-    left = box.cleanup()
-    assert not left, f"cgroups left behind: {left}"
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="cgroup integration tests need root")
+sandbox = _sandbox_fixture  # the same fixture as test_cgroups.py's (a pytest fixture is found by name)
 
 
 def block_device() -> tuple[str, int, int]:

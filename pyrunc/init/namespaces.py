@@ -22,16 +22,7 @@ def enter(chan: Channel, linux: object) -> None:
     try:
         for i, ns in joined:
             fds.append((ns.type, _open_namespace(i, ns)))
-        for ns_type, fd in sorted(fds, key=lambda t: t[0] != "user"):
-            try:
-                L.setns(fd, L.NAMESPACE_FLAGS[ns_type])
-            except OSError as e:
-                raise OSError(e.errno, f"joining the {ns_type} namespace: {e.strerror}") from None
-            if ns_type == "user":
-                # Our host uid/gid mean nothing in there (runc's nsexec does the same): become its
-                # root, or files we create on the container's own mounts could not be owned.
-                os.setresgid(0, 0, 0)
-                os.setresuid(0, 0, 0)
+        _setns_all(sorted(fds, key=lambda t: t[0] != "user"), "the")
     finally:
         for _, fd in fds:
             os.close(fd)
@@ -63,6 +54,20 @@ def enter(chan: Channel, linux: object) -> None:
                     f.write(f"{TIME_CLOCKS[clock]} {secs} {nanos}\n")
             except OSError as e:
                 raise OSError(e.errno, f"linux.timeOffsets.{clock} ({secs}s {nanos}ns): {e.strerror}") from None
+
+
+def _setns_all(fds: list[tuple[str, int]], whose: str) -> None:
+    """Join each (type, fd) in order; the caller puts the user namespace first."""
+    for ns_type, fd in fds:
+        try:
+            L.setns(fd, L.NAMESPACE_FLAGS[ns_type])
+        except OSError as e:
+            raise OSError(e.errno, f"joining {whose} {ns_type} namespace: {e.strerror}") from None
+        if ns_type == "user":
+            # Our host uid/gid mean nothing in there (runc's nsexec does the same): become its
+            # root, or files we create on the container's own mounts could not be owned.
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
 
 
 def _open_namespace(index: int, ns: object) -> int:
@@ -113,14 +118,7 @@ def join(init_pid: int, types: list[str]) -> None:
                 continue
             fds.append((ns_type, fd))
         root = os.open(f"/proc/{init_pid}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        for ns_type, fd in fds:
-            try:
-                L.setns(fd, L.NAMESPACE_FLAGS[ns_type])
-            except OSError as e:
-                raise OSError(e.errno, f"joining the container's {ns_type} namespace: {e.strerror}") from None
-            if ns_type == "user":
-                os.setresgid(0, 0, 0)
-                os.setresuid(0, 0, 0)
+        _setns_all(fds, "the container's")
         # The init's root, not the namespace's: right after pivot_root and with --no-pivot alike.
         os.fchdir(root)
         os.chroot(".")

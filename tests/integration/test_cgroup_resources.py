@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_PREFIX, edit_config, new_id, proc_cgroups
+from conftest import TEST_PREFIX, new_id, proc_cgroups
 from pyrunc.cgroups import CgroupError, manager_for
 from pyrunc.cgroups.resources import blkio_to_io_weight, check_supported, ignored_warnings
 from pyrunc.config import CPU, Memory, Pids, Resources
+from test_cgroup_limits import limited_bundle
 from test_cgroups import MiB, read, v1_only, v2_only
 from test_cgroups import sandbox as _sandbox_fixture
 
@@ -177,16 +178,6 @@ def test_v1_missing_controllers_are_named_and_nothing_is_written(sandbox) -> Non
 # ---------------------------------------------------------------------------- containers
 
 
-def _bundle(make_bundle, cgroups_path: str, resources: dict):  # type: ignore[no-untyped-def]
-    bundle = make_bundle(["sleep", "100"])
-
-    def edit(c: dict) -> None:
-        c["linux"]["cgroupsPath"] = cgroups_path
-        c["linux"]["resources"].update(resources)
-    edit_config(bundle, edit)
-    return bundle
-
-
 def _remove_parent(name: str) -> None:
     for top in ["/sys/fs/cgroup"] + [str(p) for p in Path("/sys/fs/cgroup").iterdir() if p.is_dir()]:
         if os.path.isdir(f"{top}/{name}"):
@@ -198,7 +189,7 @@ def test_v1_container_blkio_and_update(pyrunc, make_bundle) -> None:
     _, major, minor = block_device()
     cid = new_id()
     path = f"/{TEST_PREFIX}res/{cid}"
-    bundle = _bundle(make_bundle, path, {"blockIO": {"weight": 400, **throttles(major, minor)},
+    bundle = limited_bundle(make_bundle, path, {"blockIO": {"weight": 400, **throttles(major, minor)},
                                          "memory": {"kernel": 64 * MiB, "kernelTCP": 16 * MiB}})
     p = pyrunc("create", "-b", str(bundle), cid)
     assert "kernel memory settings are ignored" in p.stderr  # a warning, not an error
@@ -223,7 +214,7 @@ def test_v1_container_refused_resource_names_the_json_path(pyrunc, make_bundle) 
     if os.path.isdir("/sys/fs/cgroup/hugetlb"):
         pytest.skip("this host mounts the v1 hugetlb hierarchy")
     cid = new_id()
-    bundle = _bundle(make_bundle, f"/{TEST_PREFIX}res/{cid}",
+    bundle = limited_bundle(make_bundle, f"/{TEST_PREFIX}res/{cid}",
                      {"hugepageLimits": [{"pageSize": "2MB", "limit": 4 * MiB}]})
     p = pyrunc("create", "-b", str(bundle), cid, check=False)
     assert p.returncode != 0
@@ -336,7 +327,7 @@ def test_v2_refusals_name_the_json_path(sandbox) -> None:
 def test_v2_container_unified_and_io(pyrunc, make_bundle) -> None:
     cid = new_id()
     path = f"/{TEST_PREFIX}res/{cid}"
-    bundle = _bundle(make_bundle, path, {"unified": {"pids.max": "11", "memory.high": str(64 * MiB)},
+    bundle = limited_bundle(make_bundle, path, {"unified": {"pids.max": "11", "memory.high": str(64 * MiB)},
                                          "blockIO": {"weight": 0}})
     pyrunc("create", "-b", str(bundle), cid)
     pid = pyrunc.state(cid)["pid"]

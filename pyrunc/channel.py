@@ -18,6 +18,7 @@ The steps, in order (init -> parent unless marked):
 ``HOOKS``                           run prestart and createRuntime hooks now
 ``HOOKS_DONE`` (parent -> init)
 ``WARN``                            something runc only warns about; the runtime logs it
+``CONSOLE``                         the pty master of process.terminal, passed with SCM_RIGHTS
 ``READY``                           set up and about to wait at the start gate
 ``ERROR``                           set-up failed; ``message`` says why
 
@@ -27,6 +28,7 @@ The steps, in order (init -> parent unless marked):
 from __future__ import annotations
 
 import _socket
+import os
 import sys
 
 from . import jsonio
@@ -42,9 +44,11 @@ MOUNT_FD = "mount-fd"
 MOUNT_FD_DONE = "mount-fd-done"  # (parent -> init) carries the fd with SCM_RIGHTS
 READY = "ready"
 WARN = "warn"
+CONSOLE = "console"  # carries the pty master with SCM_RIGHTS
 ERROR = "error"
 
 _MAX = 1 << 16
+
 
 
 class ChannelClosed(Exception):
@@ -57,11 +61,12 @@ if TYPE_CHECKING:
 
 
 class Message:
-    __slots__ = ("kind", "fields")
+    __slots__ = ("kind", "fields", "fd")
 
-    def __init__(self, kind: str, fields: dict) -> None:
+    def __init__(self, kind: str, fields: dict, fd: int = -1) -> None:
         self.kind = kind
         self.fields = fields
+        self.fd = fd  # a file descriptor that came with it (SCM_RIGHTS), or -1
 
     def __getitem__(self, key: str) -> Any:
         return self.fields[key]
@@ -99,29 +104,31 @@ class Channel:
         self.sock.sendmsg([jsonio.dumps(fields).encode()], rights)
 
     def recv(self) -> Message:
-        data = self.sock.recv(_MAX)
+        """The next message, with the fd it carried (if any) as ``.fd``: the receiver owns it."""
+        data, ancillary, _flags, _addr = self.sock.recvmsg(_MAX, _socket.CMSG_SPACE(4))
+        fd = -1
+        for level, ctype, payload in ancillary:
+            if level == _socket.SOL_SOCKET and ctype == _socket.SCM_RIGHTS and len(payload) >= 4:
+                fd = int.from_bytes(payload[:4], sys.byteorder)
         if not data:
+            if fd >= 0:
+                os.close(fd)
             raise ChannelClosed()
         doc = jsonio.loads(data)
-        return Message(doc.pop("kind"), doc)  # type: ignore[union-attr]
+        return Message(doc.pop("kind"), doc, fd)  # type: ignore[union-attr]
 
     def recv_fd(self, kind: str) -> int:
         """Receive ``kind`` with one fd attached (or raise the peer's error)."""
-        data, ancillary, _flags, _addr = self.sock.recvmsg(_MAX, _socket.CMSG_SPACE(4))
-        if not data:
-            raise ChannelClosed()
-        doc = jsonio.loads(data)
-        if doc.get("kind") == ERROR:  # type: ignore[union-attr]
-            from .errors import InitError
-            raise InitError(str(doc.get("message")))  # type: ignore[union-attr]
-        for level, ctype, payload in ancillary:
-            if level == _socket.SOL_SOCKET and ctype == _socket.SCM_RIGHTS and doc.get("kind") == kind:  # type: ignore[union-attr]
-                return int.from_bytes(payload[:4], sys.byteorder)
-        raise ChannelClosed(f"expected {kind!r} with a file descriptor")
+        msg = self.expect(kind)
+        if msg.fd < 0:
+            raise ChannelClosed(f"expected {kind!r} with a file descriptor")
+        return msg.fd
 
     def expect(self, kind: str) -> Message:
         """Receive and insist on ``kind``; an ``error`` from the peer is raised as InitError."""
         msg = self.recv()
+        if msg.kind != kind and msg.fd >= 0:
+            os.close(msg.fd)
         if msg.kind == ERROR:
             from .errors import InitError
             raise InitError(str(msg.get("message")))

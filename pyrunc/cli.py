@@ -324,9 +324,6 @@ def _cmd_exec(rt, args: Args) -> int:  # type: ignore[no-untyped-def]
     preserve = str(args.get("preserve_fds", "0"))
     if not preserve.isdigit():
         raise UsageError(f'invalid value "{preserve}" for flag -preserve-fds')
-    for key, flag in (("tty", "--tty"), ("console_socket", "--console-socket")):
-        if args.get(key):
-            raise UsageError(f"{flag}: terminals are not supported by pyrunc yet")
     for key, flag in (("apparmor", "--apparmor"), ("process_label", "--process-label"), ("cgroup", "--cgroup"),
                       ("pidfd_socket", "--pidfd-socket")):
         if args.get(key):
@@ -346,10 +343,11 @@ def _cmd_exec(rt, args: Args) -> int:  # type: ignore[no-untyped-def]
             process = execproc.from_flags(
                 container.entry.read_config().get("process") or {}, command, cwd=str(args.get("cwd") or ""),
                 env=strings("env"), user=str(args.get("user") or ""), additional_gids=strings("additional_gids"),
-                caps=strings("cap"), no_new_privs=bool(args.get("no_new_privs")))
+                caps=strings("cap"), no_new_privs=bool(args.get("no_new_privs")), tty=bool(args.get("tty")))
         pid_file = str(args.get("pid_file") or "") or None
         return container.exec(process, detach=bool(args.get("detach")), pid_file=pid_file,  # type: ignore[no-any-return]
-                              preserve_fds=int(preserve), ignore_paused=bool(args.get("ignore_paused")))
+                              preserve_fds=int(preserve), ignore_paused=bool(args.get("ignore_paused")),
+                              console_socket=str(args.get("console_socket") or "") or None)
     except PyruncError as e:
         e.exit_code = 255  # runc: fatalWithCode(fmt.Errorf("exec failed: %w", err), 255)
         raise

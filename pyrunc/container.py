@@ -59,15 +59,25 @@ class Runtime:
 
     def create(self, container_id: str, bundle: str = ".", pid_file: str | None = None,
                console_socket: str | None = None, no_pivot: bool = False,
-               no_new_keyring: bool = False, preserve_fds: int = 0) -> Container:
-        """Set the container up and leave its process waiting at the start gate."""
+               no_new_keyring: bool = False, preserve_fds: int = 0, foreground: bool = False) -> Container:
+        """Set the container up and leave its process waiting at the start gate.
+
+        With process.terminal, the pty's master goes to ``console_socket``; or, when
+        ``foreground`` (``run`` without --detach), it is kept as ``Container.console`` for
+        the caller to relay (``pyrunc.console.relay``)."""
         from .process import InitProcess, write_id_maps
 
         S.validate_id(container_id)
         bundle = os.path.abspath(bundle)
         doc, cfg = load_bundle(bundle)
-        rootfs = _check_runnable(cfg, bundle, console_socket)
-        entry = self.store.new(container_id)
+        rootfs = _check_runnable(cfg, bundle)
+        terminal = cfg.process is not None and cfg.process.terminal
+        sink = _ConsoleSink(terminal, not foreground, console_socket)
+        try:
+            entry = self.store.new(container_id)
+        except BaseException:
+            sink.close()
+            raise
         entry.lock(new=True)
         st = S.ContainerState(
             id=container_id, bundle=bundle, rootfs=rootfs, created=S.now_rfc3339(),
@@ -108,12 +118,14 @@ class Runtime:
                 run_hooks=lambda: container._run_create_hooks(cfg),
                 mount_fd=lambda msg: container._idmapped_tree(cfg, msg),
                 warn=self.warn,
+                on_console=sink.take,
             )
             if pid_file:
                 S.atomic_write(os.path.abspath(pid_file), str(init.pid), 0o644)
             st.creating = False
             entry.write_state(st)
         except BaseException:
+            sink.close(master_too=True)
             init.abort()
             if cgroup is not None:
                 _quietly(cgroup.destroy)
@@ -122,6 +134,8 @@ class Runtime:
         finally:
             init.close()
             entry.unlock()
+        sink.close()
+        container.console = sink.master
         return container
 
     def run(self, container_id: str, bundle: str = ".", detach: bool = False, keep: bool = False,
@@ -131,17 +145,17 @@ class Runtime:
             # The container's init is our grandchild: become its reaper to learn its status.
             import _prctl  # python-prctl's C part
             _prctl.prctl(_prctl.PR_SET_CHILD_SUBREAPER, 1)
-        container = self.create(container_id, bundle, **create_options)  # type: ignore[arg-type]
+        container = self.create(container_id, bundle, foreground=not detach, **create_options)  # type: ignore[arg-type]
         try:
             container.start()
         except BaseException:
+            container.close_console()
             _quietly(lambda: container.delete(force=True))
             raise
         if detach:
             return 0
-        from .signals import forward_signals
-        with forward_signals(container.pid):
-            status = container.wait()
+        status = _foreground(container.pid, container.console, container.wait)
+        container.close_console()
         if not keep:
             container.delete(force=True)
         return status
@@ -152,6 +166,12 @@ class Container:
         self.runtime = runtime
         self.entry = entry
         self._state = st
+        self.console = -1  # the pty master kept for a foreground run (see Runtime.create)
+
+    def close_console(self) -> None:
+        if self.console >= 0:
+            os.close(self.console)
+            self.console = -1
 
     @property
     def id(self) -> str:
@@ -387,10 +407,12 @@ class Container:
     # -- exec -----------------------------------------------------------------------------------
 
     def exec(self, process: dict, detach: bool = False, pid_file: str | None = None,
-             preserve_fds: int = 0, ignore_paused: bool = False) -> int:
+             preserve_fds: int = 0, ignore_paused: bool = False, console_socket: str | None = None) -> int:
         """Run ``process`` (a runtime-spec process object, see ``pyrunc.execproc``) in the
         container: its namespaces, its cgroup.  In the foreground, wait and return its status
-        (128 + N when killed by signal N), forwarding signals; detached, return 0 once it runs."""
+        (128 + N when killed by signal N), forwarding signals and relaying its terminal, if it
+        has one; detached, return 0 once it runs (its terminal's master sent to
+        ``console_socket``)."""
         from .execproc import check
         from .process import InitProcess
 
@@ -402,6 +424,7 @@ class Container:
         if status == S.CREATING:
             raise InvalidStateError("cannot exec in a container that is still being created")
         check(process, "process")
+        sink = _ConsoleSink(bool(process.get("terminal")), detach, console_socket)
         if not detach:
             # The process is our grandchild (the init stage forks it into the PID namespace and
             # exits): become its reaper to learn its status.
@@ -414,19 +437,24 @@ class Container:
             init.handshake(
                 go={"exec": True, "id": self.id, "state_dir": self.entry.path, "init_pid": self._state.init_pid,
                     "process": process, "preserve_fds": preserve_fds, "debug": self.runtime.debug},
-                write_id_maps=None, on_pid=lambda pid: {}, run_hooks=None, warn=self.runtime.warn)
+                write_id_maps=None, on_pid=lambda pid: {}, run_hooks=None, warn=self.runtime.warn,
+                on_console=sink.take)
             if pid_file:
                 S.atomic_write(os.path.abspath(pid_file), str(init.pid), 0o644)
         except BaseException:
+            sink.close(master_too=True)
             init.abort()
             raise
         finally:
             init.close()
+        sink.close()
         if detach:
             return 0
-        from .signals import forward_signals
-        with forward_signals(init.pid):
-            return _reap(init.pid)
+        try:
+            return _foreground(init.pid, sink.master, lambda: _reap(init.pid))
+        finally:
+            if sink.master >= 0:
+                os.close(sink.master)
 
     # -- update / events ------------------------------------------------------------------------
 
@@ -479,7 +507,7 @@ _START_ERRORS = {
 }
 
 
-def _check_runnable(cfg: Config, bundle: str, console_socket: str | None) -> str:
+def _check_runnable(cfg: Config, bundle: str) -> str:
     """What create needs beyond a valid config; returns the absolute rootfs path."""
     problems = []
     if cfg.process is None:
@@ -492,18 +520,14 @@ def _check_runnable(cfg: Config, bundle: str, console_socket: str | None) -> str
         problems.append(f"root.path: {rootfs} is not a directory")
     if problems:
         raise ConfigError(problems)
-    _check_implemented(cfg, console_socket)
+    _check_implemented(cfg)
     return os.path.realpath(rootfs)
 
 
-def _check_implemented(cfg: Config, console_socket: str | None) -> None:
+def _check_implemented(cfg: Config) -> None:
     """Refuse clearly what pyrunc cannot do yet, instead of silently doing less."""
     proc, lx = cfg.process, cfg.linux
     missing = []
-    if proc is not None and proc.terminal:
-        missing.append("process.terminal: terminals and --console-socket are not supported by pyrunc yet")
-    elif console_socket:
-        missing.append("--console-socket: only used with process.terminal, which is false")
     for name, value in (("linux.seccomp", lx.seccomp), ("process.apparmorProfile", proc and proc.apparmor_profile),
                         ("process.selinuxLabel", proc and proc.selinux_label), ("linux.mountLabel", lx.mount_label),
                         ("linux.intelRdt", lx.intel_rdt), ("linux.netDevices", lx.net_devices),
@@ -515,6 +539,52 @@ def _check_implemented(cfg: Config, console_socket: str | None) -> None:
             missing.append(f"{name}: not supported by pyrunc yet")
     if missing:
         raise NotSupportedError("\n".join(f"config.json: {m}" for m in missing))
+
+
+class _ConsoleSink:
+    """Where the pty master of process.terminal goes: the console socket, or kept in
+    ``master`` for a foreground relay.  Checked and connected before anything is made."""
+
+    def __init__(self, terminal: bool, detach: bool, console_socket: str | None) -> None:
+        self.socket = None
+        self.master = -1
+        if terminal or console_socket:
+            from .console import ConsoleSocket, check_terminal
+            check_terminal(terminal, detach, console_socket)
+            if console_socket:
+                self.socket = ConsoleSocket(console_socket)
+
+    def take(self, master: int) -> None:
+        if self.socket is None:
+            from .console import follow_window_size
+            follow_window_size(master)  # now, before the process can ask for its size
+            self.master = master
+            return
+        try:
+            self.socket.send_master(master)
+        finally:
+            os.close(master)
+
+    def close(self, master_too: bool = False) -> None:
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+        if master_too and self.master >= 0:
+            os.close(self.master)
+            self.master = -1
+
+
+def _foreground(pid: int, master: int, wait: Callable[[], int]) -> int:
+    """Wait for a foreground process, forwarding our signals to it; with a terminal (``master``
+    >= 0), relay our stdio to it in raw mode, its window size following ours."""
+    from .signals import forward_signals
+    if master < 0:
+        with forward_signals(pid):
+            return wait()
+    from .console import RawTerminal, follow_window_size, relay
+    with RawTerminal(), forward_signals(pid, {_signal.SIGWINCH: follow_window_size(master)}):
+        relay(master, pid)
+        return wait()
 
 
 def _wait_for_no_reader(fd: int) -> None:

@@ -28,7 +28,7 @@ def from_file(path: str) -> dict:
 
 def from_flags(base: dict, args: list[str], cwd: str | None = None, env: Sequence[str] = (),
                user: str | None = None, additional_gids: Sequence[str] = (), caps: Sequence[str] = (),
-               no_new_privs: bool = False) -> dict:
+               no_new_privs: bool = False, tty: bool = False) -> dict:
     """runc's getProcess without --process: the container's process, then the flags."""
     p = jsonio.loads(jsonio.dumps(base))  # a deep copy
     assert isinstance(p, dict)
@@ -42,7 +42,7 @@ def from_flags(base: dict, args: list[str], cwd: str | None = None, env: Sequenc
         p["capabilities"] = sets
     if env:
         p["env"] = list(p.get("env") or ()) + list(env)
-    p["terminal"] = False
+    p["terminal"] = tty  # runc: --tty, whatever the container's own process has
     if no_new_privs:
         p["noNewPrivileges"] = True
     u = p.setdefault("user", {"uid": 0, "gid": 0})
@@ -76,9 +76,6 @@ def check(doc: object, source: str) -> None:
     if problems:
         raise ConfigError(problems, source=source)
     assert isinstance(doc, dict)
-    if doc.get("terminal"):
-        raise NotSupportedError("process.terminal: terminals (--tty, --console-socket) are not supported by pyrunc "
-                                "yet for exec")
     for key in ("apparmorProfile", "selinuxLabel", "ioPriority", "scheduler", "execCPUAffinity"):
         if doc.get(key):
             raise NotSupportedError(f"process.{key}: not supported by pyrunc yet")

@@ -12,7 +12,7 @@ import os
 import sys
 
 import _prctl  # python-prctl's C part; ctypes (linux/) is not needed on the runtime's side
-from .channel import (GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, PID, PID_DONE, READY, USERMAP,
+from .channel import (CONSOLE, GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, PID, PID_DONE, READY, USERMAP,
                       USERMAP_DONE, WARN, Channel, ChannelClosed)
 from .errors import InitError
 
@@ -70,8 +70,9 @@ class InitProcess:
         return pid
 
     def handshake(self, go: dict, write_id_maps: object, on_pid: object, run_hooks: object,
-                  mount_fd: object = None, warn: object = None) -> None:
-        """Drive the create protocol until the init reports ready (or fails)."""
+                  mount_fd: object = None, warn: object = None, on_console: object = None) -> None:
+        """Drive the create protocol until the init reports ready (or fails).  ``on_console``
+        takes the pty master of process.terminal (and owns it from then on)."""
         chan = self.chan
         assert chan is not None
         chan.send(GO, **go)
@@ -96,12 +97,16 @@ class InitProcess:
                 elif msg.kind == HOOKS:
                     run_hooks()  # type: ignore[operator]
                     chan.send(HOOKS_DONE)
+                elif msg.kind == CONSOLE and on_console is not None and msg.fd >= 0:
+                    on_console(msg.fd)  # type: ignore[operator]
                 elif msg.kind == WARN:
                     if warn is not None:
                         warn(str(msg["message"]))  # type: ignore[operator]
                 elif msg.kind == READY:
                     return
                 else:
+                    if msg.fd >= 0:
+                        os.close(msg.fd)
                     raise InitError(str(msg.get("message", f"unexpected message {msg.kind!r}")))
         except ChannelClosed:
             raise InitError("the container's init stage exited unexpectedly") from None

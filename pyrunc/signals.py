@@ -45,10 +45,12 @@ def parse_signal(text: str) -> int:
 
 
 class forward_signals:
-    """While the ``with`` body runs, the signals in FORWARDED go to ``pid`` instead of us."""
+    """While the ``with`` body runs, the signals in FORWARDED go to ``pid`` instead of us, except
+    those ``own`` maps to a handler of ours (SIGWINCH resizes a relayed terminal)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, own: dict[int, object] | None = None) -> None:
         self.pid = pid
+        self.own = own or {}
         self.old: dict[int, object] = {}
 
     def _forward(self, signum: int, _frame: object) -> None:
@@ -60,7 +62,7 @@ class forward_signals:
     def __enter__(self) -> None:
         for name in FORWARDED:
             num = NAMES[name]
-            self.old[num] = _signal.signal(num, self._forward)
+            self.old[num] = _signal.signal(num, self.own.get(num, self._forward))
 
     def __exit__(self, *_exc: object) -> None:
         for num, handler in self.old.items():

@@ -171,7 +171,7 @@ def _our_cgroups() -> list[str]:
     found = []
     for top, dirs, _files in os.walk("/sys/fs/cgroup"):
         for d in dirs:
-            if d.startswith(TEST_PREFIX) or "pyrunc-test" in d:
+            if d.startswith(TEST_PREFIX):
                 found.append(os.path.join(top, d))
         if top.count("/") > 8:
             dirs[:] = []

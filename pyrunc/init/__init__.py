@@ -18,10 +18,10 @@ import sys
 
 from .. import jsonio
 from .. import linux as L
-from ..channel import ERROR, GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, READY, WARN, Channel
+from ..channel import CONSOLE, ERROR, GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, READY, WARN, Channel
 from ..config import Config, Process, _process
 from ..hooks import run_hooks
-from . import namespaces, process, rootfs
+from . import console, namespaces, process, rootfs
 
 
 _traceback = None  # the traceback module, with --debug
@@ -76,6 +76,12 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
     fs.prepare(linux.rootfs_propagation)
     fs.mount_all(cfg.mounts)
     fs.setup_dev(cfg.mounts, linux.devices)
+    if proc.terminal:
+        # Before the masks, the read-only remounts and pivot_root, as runc: the pty is the
+        # container's (its devpts) and /dev/console is bound while /dev is still writable.
+        pty = console.open_pty(fs.root_fd, proc.console_size, proc.user.uid)
+        console.bind_console(fs.root_fd, pty.slave, may_create=not rootfs.dev_is_bound(cfg.mounts))
+        _hand_over_console(chan, pty)
 
     # Settings that live in the container's namespaces; /proc is still the host's here,
     # but /proc/sys and /proc/self follow the namespaces of the process that opens them.
@@ -136,6 +142,14 @@ def exec_process(chan: Channel, cfg: Config, go: dict) -> None:
     namespaces.join(int(go["init_pid"]), [ns.type for ns in cfg.linux.namespaces])
     _forbid_imports()
     namespaces.fork_init(chan)  # the child is in the container's PID namespace
+    os.setsid()  # a session of its own, as runc's nsexec gives every process it starts
+    if proc.terminal:
+        root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the container's, since join()
+        try:
+            pty = console.open_pty(root, proc.console_size, proc.user.uid)
+        finally:
+            os.close(root)
+        _hand_over_console(chan, pty)
     executable = _prepare_process(chan, proc, known)
     chan.send(READY)
     chan.close()
@@ -167,6 +181,16 @@ def _exec(proc: Process, executable: str, preserve_fds: int) -> None:
     except OSError as e:
         os.write(2, f"pyrunc: exec {args[0]}: {e.strerror}\n".encode())
         os._exit(127 if e.errno == 2 else 126)
+
+
+def _hand_over_console(chan: Channel, pty: console.Pty) -> None:
+    """The master goes to the runtime (for the console socket or its own relay); the peer
+    becomes our stdio and controlling terminal."""
+    try:
+        chan.send_fd(CONSOLE, pty.master)
+    finally:
+        pty.close_master()
+    console.make_controlling(pty)
 
 
 def _request_mount_fd(chan: Channel, index: int, source: str, recursive: bool) -> int:

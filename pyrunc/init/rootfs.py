@@ -106,6 +106,11 @@ def is_bind(m: object) -> bool:
     return m.type == "bind" or bool(MountOptions(m.options).flags & L.MS_BIND)  # type: ignore[attr-defined]
 
 
+def dev_is_bound(mounts: list) -> bool:
+    """Is the container's /dev a bind mount (of a host directory we must not change)?"""
+    return any(is_bind(m) for m in mounts if clean_path(m.destination) == "/dev")
+
+
 def fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
@@ -312,7 +317,7 @@ class RootfsBuilder:
 
         A /dev bind-mounted by the config is used as it is, as runc does: creating nodes
         (and unlinking what is there first) would change the host directory behind it."""
-        if any(is_bind(m) for m in mounts if clean_path(m.destination) == "/dev"):
+        if dev_is_bound(mounts):
             return
         old_umask = os.umask(0)
         try:

@@ -174,8 +174,8 @@ BROKEN = [
      "config.json: hooks.prestart[0].path"),
     ("seccomp", lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_ALLOW"}),
      "config.json: linux.seccomp: not supported by pyrunc yet"),
-    ("terminal", lambda c: c["process"].update(terminal=True),
-     "config.json: process.terminal: terminals and --console-socket are not supported"),
+    ("terminal-without-console-socket", lambda c: c["process"].update(terminal=True),
+     "cannot allocate tty if runc will detach without setting console socket"),
 ]
 
 # Broken in ways only the init can find: these fail after the state directory, the cgroup
@@ -279,7 +279,7 @@ def test_json_log_carries_the_message_for_engines(pyrunc, make_bundle, tmp_path:
     (["create", "-b", "{bundle}", "--pid-file"], "flag needs an argument: -pid-file"),
     (["create", "--preserve-fds", "lots", "-b", "{bundle}", "{id}"], 'invalid value "lots" for flag -preserve-fds'),
     (["create", "-b", "{bundle}", "--console-socket", "/tmp/nowhere.sock", "{id}"],
-     "--console-socket: only used with process.terminal"),
+     "cannot use console socket if runc will not detach or allocate tty"),
     (["create", "-b", "{bundle}", "--pidfd-socket", "/tmp/x.sock", "{id}"], "--pidfd-socket is not supported"),
     (["create", "-b", "{bundle}", "../{id}"], "invalid container id"),
     (["--systemd-cgroup", "create", "-b", "{bundle}", "{id}"], "systemd cgroup driver is not supported"),

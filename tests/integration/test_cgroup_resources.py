@@ -1,7 +1,7 @@
 """The rest of linux.resources against the real kernel: blockIO, hugepageLimits, network, rdma,
 unified, cpu realtime and kernel memory (root only).
 
-Manager-level tests work below their own ``/pyrunc-test-<random>`` parent, as in
+Manager-level tests work below their own ``/<TEST_PREFIX>cg-<random>`` parent, as in
 ``test_cgroups.py``; container tests use ``TEST_PREFIX`` cgroups paths.  What this host
 lacks (hugetlb, net_cls, net_prio and rdma hierarchies on the hybrid test machine) must
 be refused with a message naming the JSON path, leaving the cgroup untouched.  Tests

@@ -1,6 +1,6 @@
 """pyrunc.cgroups against the real kernel (root only).
 
-Every test works below its own ``/pyrunc-test-<random>`` parent (absolute cgroupsPath,
+Every test works below its own ``/<TEST_PREFIX>cg-<random>`` parent (absolute cgroupsPath,
 so nothing lands in the cgroups of whoever runs the tests), starts real ``sleep``
 processes, and the fixture removes everything it made even when the test fails.
 
@@ -23,7 +23,7 @@ import uuid
 
 import pytest
 
-from conftest import proc_cgroups
+from conftest import TEST_PREFIX, proc_cgroups
 from pyrunc.cgroups import CgroupError, detect_layout, manager_for, manager_from_state
 from pyrunc.cgroups.resources import shares_to_weight
 from pyrunc.config import CPU, DeviceRule, Memory, Pids, Resources
@@ -97,7 +97,7 @@ class Sandbox:
     """A unique parent cgroup name plus the processes a test starts."""
 
     def __init__(self) -> None:
-        self.name = f"pyrunc-test-{uuid.uuid4().hex[:12]}"
+        self.name = f"{TEST_PREFIX}cg-{uuid.uuid4().hex[:12]}"
         self.procs: list[subprocess.Popen] = []
 
     def path(self, *parts: str) -> str:

@@ -3,7 +3,7 @@
 BPF_CGROUP_DEVICE programs attach to any cgroup2 directory, so these run on the host's
 own cgroup2 mount: /sys/fs/cgroup on a pure v2 host, /sys/fs/cgroup/unified on a hybrid
 one (where the kernel runs the program before the v1 devices controller).  Each test
-works in its own ``pyrunc-test-ebpf-<random>`` child of the mount root, moves forked
+works in its own ``<TEST_PREFIX>ebpf-<random>`` child of the mount root, moves forked
 children into it and removes it at the end; the programs are not pinned and go with
 the cgroup.  Marked ``cgroup2``, so ``test_cgroup2_vm.py`` also runs them in cgroup2-vm
 (a pure v2 guest with an older kernel); there the container test at the end goes
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import edit_config, needs_root, new_id
+from conftest import TEST_PREFIX, edit_config, needs_root, new_id
 from pyrunc.cgroups import detect_layout, ebpf
 from pyrunc.cgroups.resources import DeviceState, device_target
 from pyrunc.cgroups.v2 import V2Manager
@@ -81,7 +81,7 @@ def cg():
     """A fresh child of the cgroup2 mount root, removed afterwards whatever happens."""
     if MOUNT is None:
         pytest.skip("no cgroup2 filesystem is mounted")
-    path = f"{MOUNT}/pyrunc-test-ebpf-{uuid.uuid4().hex[:12]}"
+    path = f"{MOUNT}/{TEST_PREFIX}ebpf-{uuid.uuid4().hex[:12]}"
     os.mkdir(path)
     try:
         yield path
@@ -231,7 +231,7 @@ def test_load_failure_carries_the_verifier_log():
 def test_programs_go_with_the_cgroup():
     if MOUNT is None:
         pytest.skip("no cgroup2 filesystem is mounted")
-    path = f"{MOUNT}/pyrunc-test-ebpf-{uuid.uuid4().hex[:12]}"
+    path = f"{MOUNT}/{TEST_PREFIX}ebpf-{uuid.uuid4().hex[:12]}"
     os.mkdir(path)
     try:
         ebpf.set_device_filter(path, rules_state(DeviceRule(False)))

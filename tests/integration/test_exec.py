@@ -1,4 +1,4 @@
-"""`pyrunc exec` without terminals, on real containers.
+"""`pyrunc exec` without terminals, on real containers (terminals: test_terminal.py).
 
 Each test looks at what the exec'd process reports (its output, its exit status) and at what
 the host sees of it (/proc/PID/{status,ns,cgroup} of the exec'd process against the init's).
@@ -196,8 +196,8 @@ def test_process_json_file(pyrunc, make_bundle, tmp_path: Path) -> None:
     assert p.returncode == 255 and 'process.cwd: "relative" does not match' in err
     assert 'process.args: [] should be non-empty' in err
     f.write_text(json.dumps({"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0}, "terminal": True}))
-    p = pyrunc("exec", "--process", str(f), box.id, check=False)
-    assert p.returncode == 255 and "not supported by pyrunc yet" in p.stderr
+    p = pyrunc("exec", "--detach", "--process", str(f), box.id, check=False)
+    assert p.returncode == 255 and "cannot allocate tty if runc will detach without setting console socket" in p.stderr
     assert cgroup_pids(pyrunc, box.id) == before
 
 
@@ -291,11 +291,3 @@ def test_signals_are_forwarded_to_the_foreground_process(pyrunc, make_bundle) ->
             fg.kill()
             fg.wait()
     assert out.read_text() == "ready\ngot-term\n"
-
-
-def test_terminal_is_refused_clearly(pyrunc, make_bundle) -> None:
-    box = Box(pyrunc, make_bundle)
-    for flags in (["--tty"], ["-t"], ["--console-socket", "/tmp/none.sock"]):
-        p = pyrunc("exec", *flags, box.id, "true", check=False)
-        assert p.returncode != 0 and "not supported by pyrunc yet" in p.stderr, flags
-    assert cgroup_pids(pyrunc, box.id) == [box.pid]

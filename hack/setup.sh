@@ -14,7 +14,12 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$repo/.venv"
 stamp="$venv/.pyrunc-setup-stamp"
-packages=(busybox-static libcap-dev gcc python3-venv python3-dev runc crun iproute2 libseccomp2)
+# golang-github-containers-common: podman's default seccomp profile (/usr/share/containers/seccomp.json),
+# which tests/integration/test_seccomp.py resolves and runs
+# uidmap: newuidmap/newgidmap, which a rootless pyrunc runs (as runc does) for id maps of more
+# than the user's own id (tests/integration/test_rootless.py)
+packages=(busybox-static libcap-dev gcc python3-venv python3-dev runc crun iproute2 libseccomp2
+          golang-github-containers-common uidmap)
 
 die() { echo "setup.sh: ERROR: $*" >&2; exit 1; }
 

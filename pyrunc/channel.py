@@ -19,6 +19,8 @@ The steps, in order (init -> parent unless marked):
 ``HOOKS_DONE`` (parent -> init)
 ``WARN``                            something runc only warns about; the runtime logs it
 ``CONSOLE``                         the pty master of process.terminal, passed with SCM_RIGHTS
+``SECCOMP_FD``                      the seccomp listener fd (SCMP_ACT_NOTIFY), passed with SCM_RIGHTS
+``SECCOMP_FD_DONE`` (parent -> init) the runtime has it (and sends it to linux.seccomp.listenerPath)
 ``READY``                           set up and about to wait at the start gate
 ``ERROR``                           set-up failed; ``message`` says why
 
@@ -45,9 +47,11 @@ MOUNT_FD_DONE = "mount-fd-done"  # (parent -> init) carries the fd with SCM_RIGH
 READY = "ready"
 WARN = "warn"
 CONSOLE = "console"  # carries the pty master with SCM_RIGHTS
+SECCOMP_FD = "seccomp-fd"  # carries the seccomp listener fd with SCM_RIGHTS
+SECCOMP_FD_DONE = "seccomp-fd-done"
 ERROR = "error"
 
-_MAX = 1 << 16
+_MAX = 1 << 18  # above what a socket buffer takes in one message: exec's process (its env) may be big
 
 
 
@@ -105,7 +109,9 @@ class Channel:
 
     def recv(self) -> Message:
         """The next message, with the fd it carried (if any) as ``.fd``: the receiver owns it."""
-        data, ancillary, _flags, _addr = self.sock.recvmsg(_MAX, _socket.CMSG_SPACE(4))
+        data, ancillary, flags, _addr = self.sock.recvmsg(_MAX, _socket.CMSG_SPACE(4))
+        if flags & _socket.MSG_TRUNC:
+            raise ChannelClosed(f"a message of more than {_MAX} bytes")
         fd = -1
         for level, ctype, payload in ancillary:
             if level == _socket.SOL_SOCKET and ctype == _socket.SCM_RIGHTS and len(payload) >= 4:

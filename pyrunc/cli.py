@@ -40,6 +40,7 @@ _COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {
     "list": {"format": ("format", True), "f": ("format", True), "quiet": ("quiet", False), "q": ("quiet", False)},
     "kill": {"all": ("all", False), "a": ("all", False)},
     "delete": {"force": ("force", False), "f": ("force", False)},
+    "features": {},
     "spec": {"bundle": ("bundle", True), "b": ("bundle", True), "rootless": ("rootless", False)},
     "validate": {"bundle": ("bundle", True), "b": ("bundle", True)},
     "pause": {},
@@ -58,13 +59,13 @@ _COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {
         "no-new-privs": ("no_new_privs", False), "preserve-fds": ("preserve_fds", True),
         "ignore-paused": ("ignore_paused", False), "tty": ("tty", False), "t": ("tty", False),
         "console-socket": ("console_socket", True), "apparmor": ("apparmor", True),
-        "process-label": ("process_label", True), "cgroup": ("cgroup", True), "pidfd-socket": ("pidfd_socket", True),
+        "process-label": ("process_label", True), "cgroup": ("cgroup*", True), "pidfd-socket": ("pidfd_socket", True),
     },
 }
 # Commands whose arguments after the id belong to the container's process (runc's SkipArgReorder).
 _NO_REORDER = ("exec", "ps")
 # runc commands that belong to later work: a clear message instead of a silent no-op.
-_NOT_YET = ("checkpoint", "restore", "features")
+_NOT_YET = ("checkpoint", "restore")
 
 _USAGE = f"""pyrunc {VERSION}: an OCI runtime (runtime-spec {SPEC_VERSION}) with runc's command line
 
@@ -85,10 +86,11 @@ commands:
    update    change a container's cgroup limits (--resources FILE|- or runc's flags)
    events    container statistics and OOM notifications as JSON lines (--stats, --interval)
    spec      write a default config.json
+   features  the features this runtime implements, as runtime-spec JSON
    validate  check a bundle's config.json without running it
 
 global options:
-   --root DIR           state directory (default /run/pyrunc)
+   --root DIR           state directory (default /run/pyrunc; rootless: $XDG_RUNTIME_DIR/pyrunc)
    --log FILE           log file (default stderr)
    --log-format FORMAT  text or json (default text)
    --debug              debug logging
@@ -225,13 +227,35 @@ def run() -> None:
 
 
 def _runtime(gflags: dict, logger: log.Logger):  # type: ignore[no-untyped-def]
-    from .container import DEFAULT_ROOT, Runtime
-    return Runtime(root=str(gflags.get("root") or DEFAULT_ROOT), warn=logger.warn, debug=bool(gflags.get("debug")))
+    from .container import Runtime
+    return Runtime(root=state_root(gflags), warn=logger.warn, debug=bool(gflags.get("debug")),
+                   rootless=str(gflags.get("rootless", "auto")))
+
+
+def state_root(gflags: dict) -> str:
+    """--root, made absolute (runc's reviseRootDir), or the default: /run/pyrunc, or
+    $XDG_RUNTIME_DIR/pyrunc for a rootless user (made 0700 + sticky, as runc does; see rootless.py)."""
+    root = gflags.get("root")
+    if root is None:
+        from .rootless import default_root, make_xdg_root
+        path, xdg = default_root()
+        if xdg:
+            make_xdg_root(path)
+        return path
+    path = os.path.abspath(str(root))
+    if path == "/":
+        raise UsageError("Option --root argument should not be set to /")
+    return path
 
 
 def _dispatch(command: str, args: Args, gflags: dict, logger: log.Logger) -> int:
     if command == "spec":
         return _cmd_spec(args)
+    if command == "features":
+        _need(args, command, 0)
+        from .features import features
+        print(jsonio.dumps_pretty(features(VERSION, SPEC_VERSION), "    "))  # runc: MarshalIndent, 4 spaces
+        return 0
     if command == "validate":
         return _cmd_validate(args)
     rt = _runtime(gflags, logger)
@@ -239,8 +263,6 @@ def _dispatch(command: str, args: Args, gflags: dict, logger: log.Logger) -> int
         _need(args, command, 1)
         if gflags.get("systemd_cgroup"):
             raise UsageError("--systemd-cgroup: the systemd cgroup driver is not supported by pyrunc yet")
-        if args.get("pidfd_socket"):
-            raise UsageError("--pidfd-socket is not supported by pyrunc yet")
         options = _create_options(args)
         if command == "create":
             rt.create(args.positional[0], **options)
@@ -313,6 +335,7 @@ def _create_options(args: Args) -> dict:
         "bundle": str(args.get("bundle") or "."), "pid_file": args.get("pid_file"),
         "console_socket": args.get("console_socket"), "no_pivot": bool(args.get("no_pivot")),
         "no_new_keyring": bool(args.get("no_new_keyring")), "preserve_fds": int(preserve),
+        "pidfd_socket": args.get("pidfd_socket"),
     }
 
 
@@ -324,12 +347,12 @@ def _cmd_exec(rt, args: Args) -> int:  # type: ignore[no-untyped-def]
     preserve = str(args.get("preserve_fds", "0"))
     if not preserve.isdigit():
         raise UsageError(f'invalid value "{preserve}" for flag -preserve-fds')
-    for key, flag in (("apparmor", "--apparmor"), ("process_label", "--process-label"), ("cgroup", "--cgroup"),
-                      ("pidfd_socket", "--pidfd-socket")):
-        if args.get(key):
-            raise UsageError(f"{flag} is not supported by pyrunc yet")
     cid, command = args.positional[0], args.positional[1:]
     try:
+        sub_cgroup = None
+        if args.get("cgroup"):
+            from .cgroups.base import parse_sub_cgroups
+            sub_cgroup = parse_sub_cgroups([str(v) for v in args.get("cgroup", [])])  # type: ignore[attr-defined]
         container = rt.get(cid)
         path = str(args.get("process") or "")
         if path:
@@ -343,11 +366,13 @@ def _cmd_exec(rt, args: Args) -> int:  # type: ignore[no-untyped-def]
             process = execproc.from_flags(
                 container.entry.read_config().get("process") or {}, command, cwd=str(args.get("cwd") or ""),
                 env=strings("env"), user=str(args.get("user") or ""), additional_gids=strings("additional_gids"),
-                caps=strings("cap"), no_new_privs=bool(args.get("no_new_privs")), tty=bool(args.get("tty")))
+                caps=strings("cap"), no_new_privs=bool(args.get("no_new_privs")), tty=bool(args.get("tty")),
+                apparmor=str(args.get("apparmor") or ""), process_label=str(args.get("process_label") or ""))
         pid_file = str(args.get("pid_file") or "") or None
         return container.exec(process, detach=bool(args.get("detach")), pid_file=pid_file,  # type: ignore[no-any-return]
                               preserve_fds=int(preserve), ignore_paused=bool(args.get("ignore_paused")),
-                              console_socket=str(args.get("console_socket") or "") or None)
+                              console_socket=str(args.get("console_socket") or "") or None,
+                              pidfd_socket=str(args.get("pidfd_socket") or "") or None, sub_cgroup=sub_cgroup)
     except PyruncError as e:
         e.exit_code = 255  # runc: fatalWithCode(fmt.Errorf("exec failed: %w", err), 255)
         raise

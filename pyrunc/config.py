@@ -492,6 +492,10 @@ def check_semantics(doc: dict) -> list[str]:
         for i, p in enumerate(linux.get(key) or []):
             if not p.startswith("/"):
                 out.append(f"linux.{key}[{i}]: must be an absolute path, got {p!r}")
+    if linux.get("seccomp") is not None:
+        from .seccomp import check as seccomp_problems  # imported only for configs that have one
+
+        out += seccomp_problems(linux["seccomp"])
     return out
 
 

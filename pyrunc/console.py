@@ -23,6 +23,8 @@ TYPE_CHECKING = False  # typing costs ~11 ms to import: only type checkers read 
 if TYPE_CHECKING:
     from typing import Callable
 
+    from .fdsocket import FdSocket
+
 # What runc sends beside the fd (the master's name: containerd/console opens "/dev/ptmx").
 _MASTER_NAME = b"/dev/ptmx"
 _TIOCGWINSZ = 0x5413
@@ -37,32 +39,14 @@ def check_terminal(terminal: bool, detach: bool, console_socket: str | None) -> 
         raise PyruncError("cannot use console socket if runc will not detach or allocate tty")
 
 
-class ConsoleSocket:
-    """A connection to the caller's console socket, made before anything is created (so a bad
-    path fails cleanly) and closed once the master has been sent."""
+def connect_console_socket(path: str) -> FdSocket:
+    """The caller's console socket, connected now: a bad path fails before anything is made."""
+    from .fdsocket import FdSocket
+    return FdSocket(path)
 
-    def __init__(self, path: str) -> None:
-        import _socket
 
-        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-        try:
-            self.sock.connect(path)
-        except OSError as e:
-            self.sock.close()
-            reason = (e.strerror or str(e))
-            raise PyruncError(f"dial unix {path}: connect: {reason[:1].lower()}{reason[1:]}") from None
-
-    def send_master(self, master: int) -> None:
-        import _socket
-
-        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, master.to_bytes(4, "little"))]
-        try:
-            self.sock.sendmsg([_MASTER_NAME], rights)
-        except OSError as e:
-            raise PyruncError(f"sending the console's master to the console socket: {e.strerror}") from None
-
-    def close(self) -> None:
-        self.sock.close()
+def send_master(sock: FdSocket, master: int) -> None:
+    sock.send_fd(master, _MASTER_NAME, "the console's master to the console socket")
 
 
 def window_size(fd: int) -> tuple[int, int] | None:

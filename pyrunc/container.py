@@ -21,8 +21,34 @@ TYPE_CHECKING = False  # typing costs ~11 ms to import: only type checkers read 
 if TYPE_CHECKING:
     from typing import Callable
 
+    from .fdsocket import FdSocket
+    from .signals import forward_signals
+
 DEFAULT_ROOT = "/run/pyrunc"
 SIGKILL = 9
+
+# Test hook, for tests/integration/test_security_host.py only: with PYRUNC_TEST_CRASH_AT=<step>,
+# ``create`` SIGKILLs itself right after that step, to show that ``delete --force`` cleans up
+# after a crash anywhere.  Steps, in order: dir config state spawn cgroup-create cgroup-apply
+# cgroup-add usermap pid hooks mount-fd ready pidfile.  Read once; a string compare per step.
+_CRASH_AT = os.environ.get("PYRUNC_TEST_CRASH_AT")
+
+
+def _crash_point(step: str) -> None:
+    if step == _CRASH_AT:
+        os.kill(os.getpid(), SIGKILL)
+
+
+def _then(step: str, fn: Callable[..., object]) -> Callable[..., object]:
+    """``fn`` followed by the crash point ``step`` (``fn`` itself when no crash is asked for)."""
+    if _CRASH_AT is None:
+        return fn
+
+    def both(*args: object) -> object:
+        out = fn(*args)
+        _crash_point(step)
+        return out
+    return both
 
 
 def _cgroups():  # type: ignore[no-untyped-def]
@@ -34,8 +60,9 @@ class Runtime:
     """A state root (``--root``) and the containers in it."""
 
     def __init__(self, root: str = DEFAULT_ROOT, warn: Callable[[str], None] | None = None,
-                 debug: bool = False) -> None:
+                 debug: bool = False, rootless: str = "auto") -> None:
         self.root = root
+        self.rootless = rootless  # --rootless true|false|auto: skip cgroups we may not make (rootless.py)
         self.debug = debug  # the init stage prints tracebacks of its failures
         self.store = S.Store(root)
         self.warn: Callable[[str], None] = warn or (lambda msg: None)  # where non-fatal problems go
@@ -59,7 +86,8 @@ class Runtime:
 
     def create(self, container_id: str, bundle: str = ".", pid_file: str | None = None,
                console_socket: str | None = None, no_pivot: bool = False,
-               no_new_keyring: bool = False, preserve_fds: int = 0, foreground: bool = False) -> Container:
+               no_new_keyring: bool = False, preserve_fds: int = 0, foreground: bool = False,
+               pidfd_socket: str | None = None) -> Container:
         """Set the container up and leave its process waiting at the start gate.
 
         With process.terminal, the pty's master goes to ``console_socket``; or, when
@@ -73,24 +101,36 @@ class Runtime:
         rootfs = _check_runnable(cfg, bundle)
         terminal = cfg.process is not None and cfg.process.terminal
         sink = _ConsoleSink(terminal, not foreground, console_socket)
+        pidfd_sock = None
         try:
+            if pidfd_socket:
+                from .fdsocket import connect_pidfd_socket
+                pidfd_sock = connect_pidfd_socket(pidfd_socket)
             entry = self.store.new(container_id)
         except BaseException:
             sink.close()
+            if pidfd_sock is not None:
+                pidfd_sock.close()
             raise
         entry.lock(new=True)
+        _crash_point("dir")
         st = S.ContainerState(
             id=container_id, bundle=bundle, rootfs=rootfs, created=S.now_rfc3339(),
             owner_uid=os.geteuid(), creator_pid=os.getpid(),
             creator_start=S.process_start_time(os.getpid()) or 0,
-            own_pid_namespace=cfg.linux.creates("pid"), annotations=cfg.annotations)
+            own_pid_namespace=cfg.linux.creates("pid"), annotations=cfg.annotations,
+            no_new_keyring=no_new_keyring)
         init = InitProcess(preserve_fds)
         cgroup = None
         try:
             entry.write_config(doc)
-            cgroup = _cgroups().manager_for(cfg.linux.cgroups_path, container_id)
+            _crash_point("config")
+            from .rootless import use_rootless_cgroups
+            cgroup = _cgroups().manager_for(cfg.linux.cgroups_path, container_id,
+                                            rootless=use_rootless_cgroups(self.rootless))
             st.cgroup = cgroup.to_state()
             entry.write_state(st)  # from here on, delete --force can find everything
+            _crash_point("state")
             os.mkfifo(entry.file(S.GATE_FIFO), 0o600)
             gate = os.open(entry.file(S.GATE_FIFO), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
@@ -99,6 +139,7 @@ class Runtime:
                 init.spawn(gate)
             finally:
                 os.close(gate)
+            _crash_point("spawn")
             resources = cfg.linux.resources or Resources()
             resources.devices = device_cgroup_rules(cfg.linux)
             from .cgroups.resources import ignored_warnings
@@ -106,22 +147,36 @@ class Runtime:
             for msg in ignored_warnings(resources):
                 self.warn(msg)
             cgroup.create(resources)
+            _crash_point("cgroup-create")
             cgroup.apply(resources)
+            _crash_point("cgroup-apply")
             cgroup.add(init.stage1_pid)
+            _crash_point("cgroup-add")
+            if cgroup.rootless:  # what was skipped is not ours to delete; runc warns as below
+                st.cgroup = cgroup.to_state()
+                for msg in _cgroups().rootless_warnings(cgroup, cfg.linux):
+                    self.warn(msg)
             container = Container(self, entry, st)
             init.handshake(
                 go={"id": container_id, "state_dir": entry.path, "rootfs": rootfs, "bundle": bundle,
                     "no_pivot": no_pivot, "no_new_keyring": no_new_keyring, "preserve_fds": preserve_fds,
                     "debug": self.debug},
-                write_id_maps=lambda pid: write_id_maps(pid, cfg.linux.uid_mappings, cfg.linux.gid_mappings),
-                on_pid=container._record_init_pid,
-                run_hooks=lambda: container._run_create_hooks(cfg),
-                mount_fd=lambda msg: container._idmapped_tree(cfg, msg),
+                write_id_maps=_then("usermap", lambda pid: write_id_maps(pid, cfg.linux.uid_mappings,
+                                                                         cfg.linux.gid_mappings)),
+                on_pid=_then("pid", container._record_init_pid),
+                run_hooks=_then("hooks", lambda: container._run_create_hooks(cfg)),
+                mount_fd=_then("mount-fd", lambda msg: container._idmapped_tree(cfg, msg)),
                 warn=self.warn,
                 on_console=sink.take,
+                on_seccomp_fd=lambda fd: container._send_seccomp_fd(cfg, fd, S.CREATING, container._state.init_pid),
             )
+            _crash_point("ready")
             if pid_file:
                 S.atomic_write(os.path.abspath(pid_file), str(init.pid), 0o644)
+                _crash_point("pidfile")
+            if pidfd_sock is not None:
+                from .fdsocket import send_pidfd
+                send_pidfd(pidfd_sock, init.pid, "standard")
             st.creating = False
             entry.write_state(st)
         except BaseException:
@@ -134,6 +189,8 @@ class Runtime:
         finally:
             init.close()
             entry.unlock()
+            if pidfd_sock is not None:
+                pidfd_sock.close()
         sink.close()
         container.console = sink.master
         return container
@@ -145,17 +202,21 @@ class Runtime:
             # The container's init is our grandchild: become its reaper to learn its status.
             import _prctl  # python-prctl's C part
             _prctl.prctl(_prctl.PR_SET_CHILD_SUBREAPER, 1)
-        container = self.create(container_id, bundle, foreground=not detach, **create_options)  # type: ignore[arg-type]
-        try:
-            container.start()
-        except BaseException:
-            container.close_console()
-            _quietly(lambda: container.delete(force=True))
-            raise
         if detach:
+            self.create(container_id, bundle, **create_options).start()  # type: ignore[arg-type]
             return 0
-        status = _foreground(container.pid, container.console, container.wait)
-        container.close_console()
+        from .signals import forward_signals
+        with forward_signals() as signals:  # from now on: what arrives goes to the container
+            container = self.create(container_id, bundle, foreground=True, **create_options)  # type: ignore[arg-type]
+            try:
+                container.start()
+            except BaseException:
+                container.close_console()
+                _quietly(lambda: container.delete(force=True))
+                raise
+            signals.target(container.pid)
+            status = _foreground(container.console, container.wait, signals)
+            container.close_console()
         if not keep:
             container.delete(force=True)
         return status
@@ -249,6 +310,18 @@ class Container:
         finally:
             os.close(userns)
 
+    def _send_seccomp_fd(self, cfg: Config, fd: int, status: str, pid: int) -> None:
+        """linux.seccomp with SCMP_ACT_NOTIFY: the listener fd and the container process state
+        (``pid``: the process the filter is on) go to the agent at listenerPath, as runc does."""
+        from .seccomp import process_state, send_listener_fd
+
+        sc = cfg.linux.seccomp or {}
+        doc = process_state(self._hook_state(status), pid, sc.get("listenerMetadata"))
+        try:
+            send_listener_fd(str(sc.get("listenerPath", "")), doc, fd)
+        except OSError as e:
+            raise PyruncError(f"linux.seccomp.listenerPath: {e.strerror}") from None
+
     def _run_create_hooks(self, cfg: Config) -> None:
         state = self._hook_state(S.CREATING)
         run_hooks("prestart", cfg.hooks.prestart, state)
@@ -291,7 +364,12 @@ class Container:
             raise ContainerNotRunningError()
         if all_processes or (signum == SIGKILL and not self._state.own_pid_namespace):
             # Without its own PID namespace the init's death does not take the others with it.
-            self._cgroup().kill_all(signum)
+            cgroup = self._cgroup()
+            if cgroup.rootless and not cgroup.exists():  # no cgroup: its PID namespace (rootless.py)
+                from .cgroups.base import signal_pids
+                signal_pids([p for p in self.processes() if p != self._state.init_pid], signum)
+            else:
+                cgroup.kill_all(signum)
         sent = self._signal_init(signum)
         if signum == SIGKILL and status == S.PAUSED:
             self._thaw_after_kill()
@@ -354,7 +432,13 @@ class Container:
         """Host pids in the container's cgroup tree, sorted (runc's Processes); [] once it is gone."""
         if not self._state.cgroup:
             return []
-        return self._cgroup().pids()  # type: ignore[no-any-return]
+        cgroup = self._cgroup()
+        if cgroup.rootless and not cgroup.exists():
+            # a rootless container without a cgroup (runc's ps fails there): its PID namespace
+            from .rootless import ns_pids
+            own = self._state.own_pid_namespace and self.status != S.STOPPED
+            return ns_pids(self._state.init_pid) if own else []
+        return cgroup.pids()  # type: ignore[no-any-return]
 
     def _thaw_after_kill(self) -> None:
         """After SIGKILL to a paused container: frozen v1 tasks die only once thawed (runc)."""
@@ -407,14 +491,15 @@ class Container:
     # -- exec -----------------------------------------------------------------------------------
 
     def exec(self, process: dict, detach: bool = False, pid_file: str | None = None,
-             preserve_fds: int = 0, ignore_paused: bool = False, console_socket: str | None = None) -> int:
+             preserve_fds: int = 0, ignore_paused: bool = False, console_socket: str | None = None,
+             pidfd_socket: str | None = None, sub_cgroup: dict[str, str] | None = None) -> int:
         """Run ``process`` (a runtime-spec process object, see ``pyrunc.execproc``) in the
-        container: its namespaces, its cgroup.  In the foreground, wait and return its status
+        container: its namespaces, its cgroup (or the existing ``sub_cgroup`` of it, see
+        ``pyrunc.cgroups.parse_sub_cgroups``).  In the foreground, wait and return its status
         (128 + N when killed by signal N), forwarding signals and relaying its terminal, if it
         has one; detached, return 0 once it runs (its terminal's master sent to
         ``console_socket``)."""
         from .execproc import check
-        from .process import InitProcess
 
         status = self.status
         if status == S.STOPPED:
@@ -425,36 +510,63 @@ class Container:
             raise InvalidStateError("cannot exec in a container that is still being created")
         check(process, "process")
         sink = _ConsoleSink(bool(process.get("terminal")), detach, console_socket)
-        if not detach:
-            # The process is our grandchild (the init stage forks it into the PID namespace and
-            # exits): become its reaper to learn its status.
-            import _prctl
-            _prctl.prctl(_prctl.PR_SET_CHILD_SUBREAPER, 1)
+        pidfd_sock = None
+        if pidfd_socket:
+            from .fdsocket import connect_pidfd_socket
+            try:
+                pidfd_sock = connect_pidfd_socket(pidfd_socket)
+            except BaseException:
+                sink.close()
+                raise
+        if detach:
+            self._spawn_exec(process, sink, pidfd_sock, preserve_fds, sub_cgroup, pid_file)
+            return 0
+        # The process is our grandchild (the init stage forks it into the PID namespace and
+        # exits): become its reaper to learn its status.
+        import _prctl
+        _prctl.prctl(_prctl.PR_SET_CHILD_SUBREAPER, 1)
+        from .signals import forward_signals
+        with forward_signals() as signals:  # what arrives from now on goes to the process
+            pid = self._spawn_exec(process, sink, pidfd_sock, preserve_fds, sub_cgroup, pid_file)
+            signals.target(pid)
+            try:
+                return _foreground(sink.master, lambda: _reap(pid), signals)
+            finally:
+                if sink.master >= 0:
+                    os.close(sink.master)
+
+    def _spawn_exec(self, process: dict, sink: _ConsoleSink, pidfd_sock: FdSocket | None, preserve_fds: int,
+                    sub_cgroup: dict[str, str] | None, pid_file: str | None) -> int:
+        """The exec's init stage, through its handshake: the process is running when this returns
+        its host pid (its terminal and pidfd handed over, its pid file written)."""
+        from .process import InitProcess
+
         init = InitProcess(preserve_fds)
         try:
             init.spawn(-1)
-            self._cgroup().add(init.stage1_pid)
+            self._cgroup().add(init.stage1_pid, sub_cgroup)
             init.handshake(
                 go={"exec": True, "id": self.id, "state_dir": self.entry.path, "init_pid": self._state.init_pid,
-                    "process": process, "preserve_fds": preserve_fds, "debug": self.runtime.debug},
+                    "process": process, "preserve_fds": preserve_fds, "debug": self.runtime.debug,
+                    "no_new_keyring": self._state.no_new_keyring},
                 write_id_maps=None, on_pid=lambda pid: {}, run_hooks=None, warn=self.runtime.warn,
-                on_console=sink.take)
+                on_console=sink.take,
+                on_seccomp_fd=lambda fd: self._send_seccomp_fd(self.config(), fd, S.RUNNING, init.pid))
             if pid_file:
                 S.atomic_write(os.path.abspath(pid_file), str(init.pid), 0o644)
+            if pidfd_sock is not None:
+                from .fdsocket import send_pidfd
+                send_pidfd(pidfd_sock, init.pid, "setns")
         except BaseException:
             sink.close(master_too=True)
             init.abort()
             raise
         finally:
             init.close()
+            if pidfd_sock is not None:
+                pidfd_sock.close()
         sink.close()
-        if detach:
-            return 0
-        try:
-            return _foreground(init.pid, sink.master, lambda: _reap(init.pid))
-        finally:
-            if sink.master >= 0:
-                os.close(sink.master)
+        return init.pid
 
     # -- update / events ------------------------------------------------------------------------
 
@@ -528,9 +640,10 @@ def _check_implemented(cfg: Config) -> None:
     """Refuse clearly what pyrunc cannot do yet, instead of silently doing less."""
     proc, lx = cfg.process, cfg.linux
     missing = []
-    for name, value in (("linux.seccomp", lx.seccomp), ("process.apparmorProfile", proc and proc.apparmor_profile),
-                        ("process.selinuxLabel", proc and proc.selinux_label), ("linux.mountLabel", lx.mount_label),
-                        ("linux.intelRdt", lx.intel_rdt), ("linux.netDevices", lx.net_devices),
+    if (proc is not None and (proc.apparmor_profile or proc.selinux_label)) or lx.mount_label:
+        from .lsm import problems
+        missing += problems(proc, lx)
+    for name, value in (("linux.intelRdt", lx.intel_rdt), ("linux.netDevices", lx.net_devices),
                         ("linux.personality", lx.personality), ("linux.memoryPolicy", lx.memory_policy),
                         ("process.ioPriority", proc and proc.io_priority),
                         ("process.scheduler", proc and proc.scheduler),
@@ -549,10 +662,10 @@ class _ConsoleSink:
         self.socket = None
         self.master = -1
         if terminal or console_socket:
-            from .console import ConsoleSocket, check_terminal
+            from .console import check_terminal, connect_console_socket
             check_terminal(terminal, detach, console_socket)
             if console_socket:
-                self.socket = ConsoleSocket(console_socket)
+                self.socket = connect_console_socket(console_socket)
 
     def take(self, master: int) -> None:
         if self.socket is None:
@@ -560,8 +673,9 @@ class _ConsoleSink:
             follow_window_size(master)  # now, before the process can ask for its size
             self.master = master
             return
+        from .console import send_master
         try:
-            self.socket.send_master(master)
+            send_master(self.socket, master)
         finally:
             os.close(master)
 
@@ -574,16 +688,15 @@ class _ConsoleSink:
             self.master = -1
 
 
-def _foreground(pid: int, master: int, wait: Callable[[], int]) -> int:
-    """Wait for a foreground process, forwarding our signals to it; with a terminal (``master``
-    >= 0), relay our stdio to it in raw mode, its window size following ours."""
-    from .signals import forward_signals
+def _foreground(master: int, wait: Callable[[], int], signals: forward_signals) -> int:
+    """Wait for a foreground process (``signals`` forwards ours to it); with a terminal
+    (``master`` >= 0), relay our stdio to it in raw mode, its window size following ours."""
     if master < 0:
-        with forward_signals(pid):
-            return wait()
+        return wait()
     from .console import RawTerminal, follow_window_size, relay
-    with RawTerminal(), forward_signals(pid, {_signal.SIGWINCH: follow_window_size(master)}):
-        relay(master, pid)
+    signals.handle(_signal.SIGWINCH, follow_window_size(master))
+    with RawTerminal():
+        relay(master, signals.pid)
         return wait()
 
 

@@ -28,7 +28,7 @@ def from_file(path: str) -> dict:
 
 def from_flags(base: dict, args: list[str], cwd: str | None = None, env: Sequence[str] = (),
                user: str | None = None, additional_gids: Sequence[str] = (), caps: Sequence[str] = (),
-               no_new_privs: bool = False, tty: bool = False) -> dict:
+               no_new_privs: bool = False, tty: bool = False, apparmor: str = "", process_label: str = "") -> dict:
     """runc's getProcess without --process: the container's process, then the flags."""
     p = jsonio.loads(jsonio.dumps(base))  # a deep copy
     assert isinstance(p, dict)
@@ -45,6 +45,10 @@ def from_flags(base: dict, args: list[str], cwd: str | None = None, env: Sequenc
     p["terminal"] = tty  # runc: --tty, whatever the container's own process has
     if no_new_privs:
         p["noNewPrivileges"] = True
+    if apparmor:
+        p["apparmorProfile"] = apparmor
+    if process_label:
+        p["selinuxLabel"] = process_label
     u = p.setdefault("user", {"uid": 0, "gid": 0})
     if user:
         uid, sep, gid = user.partition(":")
@@ -76,9 +80,15 @@ def check(doc: object, source: str) -> None:
     if problems:
         raise ConfigError(problems, source=source)
     assert isinstance(doc, dict)
-    for key in ("apparmorProfile", "selinuxLabel", "ioPriority", "scheduler", "execCPUAffinity"):
+    for key in ("ioPriority", "scheduler", "execCPUAffinity"):
         if doc.get(key):
             raise NotSupportedError(f"process.{key}: not supported by pyrunc yet")
+    if doc.get("apparmorProfile") or doc.get("selinuxLabel"):
+        from .config import _process
+        from .lsm import problems as lsm_problems
+        missing = lsm_problems(_process(doc), None)
+        if missing:
+            raise NotSupportedError("\n".join(missing))
 
 
 def _is_int(text: str) -> bool:

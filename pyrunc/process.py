@@ -7,13 +7,14 @@ and an explicit ``sys.path``.  It talks to us over one socketpair (see channel.p
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import sys
 
 import _prctl  # python-prctl's C part; ctypes (linux/) is not needed on the runtime's side
-from .channel import (CONSOLE, GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, PID, PID_DONE, READY, USERMAP,
-                      USERMAP_DONE, WARN, Channel, ChannelClosed)
+from .channel import (CONSOLE, GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, PID, PID_DONE, READY, SECCOMP_FD,
+                      SECCOMP_FD_DONE, USERMAP, USERMAP_DONE, WARN, Channel, ChannelClosed)
 from .errors import InitError
 
 _BOOT = ("import sys;sys.path[:0]=sys.argv[3:];from pyrunc.init import main;"
@@ -56,11 +57,18 @@ class InitProcess:
                     gate = fcntl.fcntl(gate_fd, fcntl.F_DUPFD, base + 2)
                     os.dup2(gate, base + 1)
                     gate = base + 1
-                os.closerange(base + 2, os.sysconf("SC_OPEN_MAX"))
+                # All of them, also the gate's place when there is no gate and those above a
+                # lowered RLIMIT_NOFILE (CVE-2024-21626: a host directory fd left open is a way
+                # out through /proc/self/fd/N).
+                os.closerange(base + 2 if gate >= 0 else base + 1, 0x7FFFFFFF)
                 for keep in range(3, 3 + self.preserve_fds):
                     os.set_inheritable(keep, True)
-                os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", _BOOT, str(fd), str(gate)]
-                         + _import_paths())
+                # Not by path: the container must find no writable host file behind our
+                # /proc/PID/exe (CVE-2019-5736); argv[0] still tells Python where it lives.
+                from .linux import sealed_executable
+                os.execve(sealed_executable(sys.executable),
+                          [sys.executable, "-I", "-S", "-c", _BOOT, str(fd), str(gate)] + _import_paths(),
+                          os.environ)
             except BaseException as e:  # noqa: BLE001
                 os.write(2, f"pyrunc: cannot start the init stage: {e}\n".encode())
             os._exit(127)
@@ -70,9 +78,11 @@ class InitProcess:
         return pid
 
     def handshake(self, go: dict, write_id_maps: object, on_pid: object, run_hooks: object,
-                  mount_fd: object = None, warn: object = None, on_console: object = None) -> None:
+                  mount_fd: object = None, warn: object = None, on_console: object = None,
+                  on_seccomp_fd: object = None) -> None:
         """Drive the create protocol until the init reports ready (or fails).  ``on_console``
-        takes the pty master of process.terminal (and owns it from then on)."""
+        takes the pty master of process.terminal (and owns it from then on); ``on_seccomp_fd``
+        gets the seccomp listener fd to send to the agent (we close it after)."""
         chan = self.chan
         assert chan is not None
         chan.send(GO, **go)
@@ -99,6 +109,14 @@ class InitProcess:
                     chan.send(HOOKS_DONE)
                 elif msg.kind == CONSOLE and on_console is not None and msg.fd >= 0:
                     on_console(msg.fd)  # type: ignore[operator]
+                elif msg.kind == SECCOMP_FD and on_seccomp_fd is not None and msg.fd >= 0:
+                    try:
+                        # runc's order: the init goes on at once (it waits for the agent
+                        # itself if it makes a notifying syscall), then the agent gets the fd.
+                        chan.send(SECCOMP_FD_DONE)
+                        on_seccomp_fd(msg.fd)  # type: ignore[operator]
+                    finally:
+                        os.close(msg.fd)
                 elif msg.kind == WARN:
                     if warn is not None:
                         warn(str(msg["message"]))  # type: ignore[operator]
@@ -133,18 +151,46 @@ class InitProcess:
 
 
 def write_id_maps(pid: int, uid_mappings: list, gid_mappings: list) -> None:
-    """Write /proc/PID/{uid,gid}_map for a child that has just unshared its user namespace."""
-    if os.geteuid() != 0:
-        # Without CAP_SETGID in the parent namespace the kernel demands setgroups be denied first.
+    """Write /proc/PID/{uid,gid}_map for a child that has just unshared its user namespace.
+
+    As runc's nsexec: an unprivileged runtime may itself map only its own uid and gid (one id
+    each), and the kernel wants setgroups denied before such a gid_map; runc denies it only for
+    exactly ``0 <egid> 1``, we for any one-id map of our egid.  Any other map is written
+    directly too and, when the kernel refuses it (EPERM), by the setuid newuidmap/newgidmap
+    (package uidmap), which check /etc/subuid and /etc/subgid; setgroups then stays allowed."""
+    rootless = os.geteuid() != 0
+    if rootless and len(gid_mappings) == 1 and gid_mappings[0].size == 1 \
+            and gid_mappings[0].host_id == os.getegid():
         with open(f"/proc/{pid}/setgroups", "w") as f:
             f.write("deny")
     for name, maps in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
+        if not maps:
+            continue
         text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
         try:
             with open(f"/proc/{pid}/{name}", "w") as f:
                 f.write(text)
         except OSError as e:
-            raise InitError(f"writing {name} ({text.strip()!r}): {e.strerror}") from None
+            if not (rootless and e.errno == errno.EPERM):
+                raise InitError(f"writing {name} ({text.strip()!r}): {e.strerror}") from None
+            _map_with_tool("newuidmap" if name == "uid_map" else "newgidmap", pid, maps, e.strerror or "")
+
+
+def _map_with_tool(tool: str, pid: int, maps: list, why: str) -> None:
+    import shutil
+    import subprocess
+
+    what = "linux.uidMappings" if tool == "newuidmap" else "linux.gidMappings"
+    path = shutil.which(tool)
+    if path is None:
+        raise InitError(f"{what}: an unprivileged user may map only its own id ({why}); mapping "
+                        f"more needs {tool} (package uidmap) and /etc/sub{tool[3:6]} entries")
+    argv = [path, str(pid)] + [str(v) for m in maps for v in (m.container_id, m.host_id, m.size)]
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       env={}, check=False)
+    if p.returncode != 0:
+        out = p.stdout.decode(errors="replace").strip()
+        raise InitError(f"{what}: {tool} failed (exit {p.returncode}): {out}")
 
 
 def userns_with_maps(uid_mappings: list, gid_mappings: list) -> int:

@@ -48,6 +48,7 @@ SCHEMA_DIR = os.path.join(
 )
 CONFIG_SCHEMA = "config-schema.json"
 STATE_SCHEMA = "state-schema.json"
+FEATURES_SCHEMA = "features-schema.json"
 
 _SHOW_MAX = 80  # longest rendering of an instance inside a message
 
@@ -86,6 +87,11 @@ def validate_config(doc: object) -> list[SchemaError]:
 def validate_state(doc: object) -> list[SchemaError]:
     """Validate a parsed state document; return every error ([] when valid)."""
     return _run(STATE_SCHEMA, doc)
+
+
+def validate_features(doc: object) -> list[SchemaError]:
+    """Validate a Features structure (``pyrunc features``; its tests)."""
+    return _run(FEATURES_SCHEMA, doc)
 
 
 def validate_resources(doc: object) -> list[SchemaError]:

@@ -45,25 +45,47 @@ def parse_signal(text: str) -> int:
 
 
 class forward_signals:
-    """While the ``with`` body runs, the signals in FORWARDED go to ``pid`` instead of us, except
-    those ``own`` maps to a handler of ours (SIGWINCH resizes a relayed terminal)."""
+    """While the ``with`` body runs, the signals in FORWARDED go to the process ``pid`` instead of
+    us, except those ``own`` maps to a handler of ours (SIGWINCH resizes a relayed terminal).
 
-    def __init__(self, pid: int, own: dict[int, object] | None = None) -> None:
+    Installed before the process exists (pid 0), it keeps what arrives and passes it on once
+    ``target`` names the process: a signal sent to ``pyrunc run`` while the container is being
+    created reaches the container, as with runc."""
+
+    def __init__(self, pid: int = 0, own: dict[int, object] | None = None) -> None:
         self.pid = pid
         self.own = own or {}
+        self.pending: list[int] = []
         self.old: dict[int, object] = {}
 
+    def target(self, pid: int) -> None:
+        self.pid = pid
+        pending, self.pending = self.pending, []
+        for signum in pending:
+            self._forward(signum, None)
+
+    def handle(self, signum: int, handler: object) -> None:
+        """Our own ``handler`` for ``signum`` from now on, instead of forwarding it."""
+        self.own[signum] = handler
+        if self.old:
+            _signal.signal(signum, handler)
+
     def _forward(self, signum: int, _frame: object) -> None:
+        if not self.pid:
+            self.pending.append(signum)
+            return
         try:
             os.kill(self.pid, signum)
         except ProcessLookupError:
             pass
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> forward_signals:
         for name in FORWARDED:
             num = NAMES[name]
             self.old[num] = _signal.signal(num, self.own.get(num, self._forward))
+        return self
 
     def __exit__(self, *_exc: object) -> None:
         for num, handler in self.old.items():
             _signal.signal(num, handler)
+        self.old = {}

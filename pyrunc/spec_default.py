@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import os
 
+from .errors import PyruncError
 from .state import OCI_VERSION
 
 _CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+
+
+def _namespaces() -> list[str]:
+    """runc's: a cgroup namespace only on a pure cgroup v2 host."""
+    from .cgroups.paths import detect_layout
+
+    kinds = ["pid", "network", "ipc", "uts", "mount"]
+    try:
+        if detect_layout() == "v2":
+            kinds.append("cgroup")
+    except PyruncError:
+        pass
+    return kinds
 
 
 def default_spec() -> dict:
@@ -18,7 +32,8 @@ def default_spec() -> dict:
             "args": ["sh"],
             "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
             "cwd": "/",
-            "capabilities": {k: list(_CAPS) for k in ("bounding", "effective", "permitted", "ambient")},
+            # no ambient ones: they need inheritable ones too, which runc stopped giving (runc 1.2)
+            "capabilities": {k: list(_CAPS) for k in ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": True,
         },
@@ -41,7 +56,7 @@ def default_spec() -> dict:
         ],
         "linux": {
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+            "namespaces": [{"type": t} for t in _namespaces()],
             "maskedPaths": [
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
@@ -52,24 +67,25 @@ def default_spec() -> dict:
 
 
 def rootless_spec() -> dict:
-    """runc's ``spec --rootless``: a user namespace mapping us to root, no network namespace,
-    /sys bound from the host, no cgroup mount and no resources."""
+    """runc's ``spec --rootless`` (specconv.ToRootless over the default): no network namespace,
+    a user namespace mapping our euid/egid to root, /sys bound from the host (a sysfs mount
+    needs a network namespace of our own), no uid=/gid= mount options (those ids would not be
+    mapped) and no linux.resources (no cgroup of our own to hold them, see rootless.py)."""
     spec = default_spec()
     linux = spec["linux"]
-    linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] not in ("network", "cgroup")]
+    linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] not in ("network", "user")]
     linux["namespaces"].append({"type": "user"})
     linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
     linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
-    del linux["resources"]
     mounts = []
     for m in spec["mounts"]:
-        if m["destination"] == "/sys/fs/cgroup":
+        if os.path.normpath(m["destination"]) == "/sys":
+            mounts.append({"destination": "/sys", "type": "none", "source": "/sys",
+                           "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
             continue
-        if m["destination"] == "/sys":
-            m = {"destination": "/sys", "type": "none", "source": "/sys",
-                 "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
-        elif m["type"] == "devpts":
-            m["options"] = [o for o in m["options"] if o != "gid=5"]
+        if "options" in m:
+            m["options"] = [o for o in m["options"] if not o.startswith(("gid=", "uid="))]
         mounts.append(m)
     spec["mounts"] = mounts
+    del linux["resources"]
     return spec

@@ -23,7 +23,7 @@ import os
 import time
 
 from . import jsonio
-from .errors import ContainerExistsError, ContainerNotExistError, InvalidIDError
+from .errors import ContainerExistsError, ContainerNotExistError, InvalidIDError, PyruncError
 from .record import fields, record
 
 STATE_FILE = "pyrunc.json"
@@ -47,14 +47,20 @@ class ContainerState:
     creator_start: int = 0
     creating: bool = True  # until `create` has finished
     own_pid_namespace: bool = True
+    no_new_keyring: bool = False  # create's --no-new-keyring, which exec follows too (runc)
     annotations: dict[str, str] = {}
     cgroup: dict = {}  # the cgroup manager's own description, for delete after a crash
     namespace_paths: dict[str, str] = {}
 
 
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+,-.")
+
+
 def validate_id(container_id: str) -> None:
-    if (not container_id or container_id in (".", "..") or "/" in container_id
-            or any(ord(c) < 0x20 or c == "\x7f" for c in container_id) or len(container_id) > 1024):
+    """runc's rule, ``^[\\w+-\\.]+$`` (ASCII word characters and ``+ , - .``) but not "." or "..",
+    and at most 255 bytes: the id is one file name, in --root and in the cgroup's path."""
+    if (not container_id or container_id in (".", "..") or len(container_id) > 255
+            or not _ID_CHARS.issuperset(container_id)):
         raise InvalidIDError(container_id)
 
 
@@ -80,6 +86,13 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def _root_hint() -> str:
+    if os.geteuid() == 0:
+        return ""
+    return (" (a rootless pyrunc keeps its state in $XDG_RUNTIME_DIR/pyrunc: set XDG_RUNTIME_DIR, "
+            "or --root, to a directory of yours)")
+
+
 class Store:
     """The ``--root`` directory."""
 
@@ -95,16 +108,20 @@ class Store:
             names = sorted(os.listdir(self.root))
         except FileNotFoundError:
             return []
+        except OSError as e:
+            raise PyruncError(f"open {self.root}: {e.strerror}{_root_hint()}") from None
         return [n for n in names if os.path.exists(os.path.join(self.root, n, STATE_FILE))]
 
     def new(self, container_id: str) -> Entry:
         """Make the container's directory; it is ours alone if mkdir succeeds."""
         path = self.path(container_id)
-        os.makedirs(self.root, mode=0o711, exist_ok=True)
         try:
+            os.makedirs(self.root, mode=0o711, exist_ok=True)
             os.mkdir(path, 0o711)
         except FileExistsError:
             raise ContainerExistsError() from None
+        except OSError as e:
+            raise PyruncError(f"mkdir {e.filename}: {e.strerror}{_root_hint()}") from None
         return Entry(path)
 
     def remove_orphan(self, container_id: str) -> bool:

@@ -27,6 +27,21 @@ class CgroupError(PyruncError):
         self.errno = errno or 0
 
 
+# Errors that let a rootless container go without a cgroup (runc's isIgnorableError): a
+# permission error in the loose sense, EROFS included.
+IGNORABLE = frozenset({_errno.EPERM, _errno.EACCES, _errno.EROFS})
+
+
+def rootless_error(controller: str, what: str, reason: str) -> str:
+    """The error for a limit whose cgroup a rootless container could not make or join (runc's
+    words: "cannot set memory limit: container could not join or create cgroup")."""
+    if controller == "freezer":
+        return f"{what}: cannot toggle freezer: cgroups not configured for container ({reason})"
+    return (f"{what}: cannot set {controller} limit: container could not join or create cgroup "
+            f"(rootless: {reason}; such a limit needs a cgroup delegated to the user, or "
+            "linux.cgroupsPath naming one)")
+
+
 # ---------------------------------------------------------------------------- files
 
 
@@ -121,6 +136,37 @@ def join_cgroup(directory: str, pid: int) -> None:
                               e.errno) from None
 
 
+def parse_sub_cgroups(args: list[str]) -> dict[str, str]:
+    """exec's ``--cgroup`` values (runc's getSubCgroupPaths): one ``PATH`` for every controller
+    (the only form on cgroup v2), or ``CONTROLLER[,CONTROLLER...]:PATH`` ones.  Returns
+    {controller: path}, "" meaning every controller."""
+    paths: dict[str, str] = {}
+    for arg in args:
+        controllers, sep, path = arg.partition(":")
+        if not sep:
+            if len(args) != 1:
+                raise CgroupError(f"invalid --cgroup argument: {arg} (missing <controller>: prefix)")
+            paths[""] = arg
+            continue
+        for ctrl in controllers.split(","):
+            if not ctrl:
+                raise CgroupError(f"invalid --cgroup argument: {arg} (empty <controller> prefix)")
+            if ctrl in paths:
+                raise CgroupError(f"invalid --cgroup argument(s): controller {ctrl} specified multiple times")
+            paths[ctrl] = path
+    return paths
+
+
+def sub_dir(base: str, sub: str) -> str:
+    """``base``'s sub-cgroup ``sub``; never a path outside ``base``."""
+    if not sub:
+        return base
+    path = os.path.normpath(os.path.join(base, sub.lstrip("/")))
+    if path != base and not path.startswith(base + "/"):
+        raise CgroupError(f"bad sub cgroup path: {sub}")
+    return path
+
+
 def make_dirs(path: str, created: list[str]) -> list[str]:
     """mkdir -p; returns the directories this call created, top-down (also appended to ``created``)."""
     missing = []
@@ -209,6 +255,11 @@ class Manager:
     """
 
     layout = ""
+    # runc's Cgroup.Rootless (``--rootless``, auto: euid != 0): a cgroup we have no permission
+    # to create or join is skipped when config.json gives no cgroupsPath (``may_skip``); a
+    # limit that needs it is then an error, device rules are ignored; exec's join never fails.
+    rootless = False
+    devices_ignored = False  # rootless: the device rules could not be applied (and were not)
 
     def create(self, resources: Resources | None = None) -> None:
         """Make the cgroup directories (parents as needed); ``resources`` only guides set-up."""
@@ -218,8 +269,9 @@ class Manager:
         """Write ``linux.resources`` (a ``pyrunc.config.Resources`` or None) to the limit files."""
         raise NotImplementedError
 
-    def add(self, pid: int) -> None:
-        """Move ``pid`` into the cgroup (every hierarchy)."""
+    def add(self, pid: int, sub: dict[str, str] | None = None) -> None:
+        """Move ``pid`` into the cgroup (every hierarchy), or into existing sub-cgroups of it
+        (``sub``, from ``parse_sub_cgroups``: exec's --cgroup)."""
         raise NotImplementedError
 
     def pids(self) -> list[int]:

@@ -12,14 +12,17 @@ import errno
 import os
 
 from .base import (
+    IGNORABLE,
     CgroupError,
     Manager,
     join_cgroup,
+    sub_dir,
     make_dirs,
     read_file,
     read_value,
     remove_created,
     remove_tree,
+    rootless_error,
     signal_pids,
     tree_pids,
     write_file,
@@ -45,12 +48,17 @@ _ORDER = ("cpuset", "devices", "memory", "cpu", "cpuacct", "pids")
 
 
 class V1Manager(Manager):
-    def __init__(self, paths: dict[str, str], layout: str = "v1", skip_devices: bool = False) -> None:
+    def __init__(self, paths: dict[str, str], layout: str = "v1", skip_devices: bool = False,
+                 rootless: bool = False, may_skip: bool = False, skipped: dict[str, str] | None = None) -> None:
         if layout not in ("v1", "hybrid"):
             raise CgroupError(f"cgroup v1 manager cannot handle layout {layout!r}")
         self.layout = layout
         self.paths = dict(paths)
         self.skip_devices = skip_devices
+        self.rootless = rootless
+        self.may_skip = may_skip
+        self.skipped = dict(skipped or {})
+        self._creating = False
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -69,11 +77,22 @@ class V1Manager(Manager):
     def _need(self, controller: str, what: str) -> str:
         p = self.paths.get(controller)
         if not p:
+            if controller in self.skipped:
+                raise CgroupError(rootless_error(controller, what, self.skipped[controller]))
             raise CgroupError(f"{what}: the {controller} cgroup controller is not mounted")
         return p
 
+    def _skip(self, path: str, e: CgroupError) -> None:
+        """Rootless: leave out every hierarchy at ``path`` (runc's fs Apply, ErrRootless)."""
+        for name in [k for k, v in self.paths.items() if v == path]:
+            del self.paths[name]
+            self.skipped[name] = str(e)
+
     def to_state(self) -> dict[str, object]:
-        return {"layout": self.layout, "paths": dict(self.paths), "skip_devices": self.skip_devices}
+        out: dict[str, object] = {"layout": self.layout, "paths": dict(self.paths), "skip_devices": self.skip_devices}
+        if self.rootless:
+            out.update(rootless=True, skipped=dict(self.skipped))
+        return out
 
     def __repr__(self) -> str:
         return f"V1Manager(layout={self.layout!r}, paths={self.paths!r})"
@@ -84,19 +103,33 @@ class V1Manager(Manager):
     # ------------------------------------------------------------------ create
 
     def create(self, resources: Resources | None = None) -> None:
-        if "devices" not in self.paths and not self.skip_devices:
+        if "devices" not in self.paths and not self.skip_devices and not self.rootless:
             # runc treats a missing devices hierarchy as fatal: it is the device policy
             raise CgroupError("the devices cgroup controller is not mounted; it is required for "
                               "the container's device policy")
+        self._creating = True
         created: list[str] = []
         try:
             # cpuset first: a directory it shares with co-mounted controllers must be
             # initialised by it, not merely made
             for ctl in sorted(self.paths, key=lambda c: c != "cpuset"):
-                if ctl == "cpuset":
-                    self._create_cpuset(self.paths[ctl], resources, created)
-                else:
-                    make_dirs(self.paths[ctl], created)
+                if ctl not in self.paths:
+                    continue  # skipped with a co-mounted one (rootless)
+                mine: list[str] = []
+                try:
+                    if ctl == "cpuset":
+                        self._create_cpuset(self.paths[ctl], resources, mine)
+                    else:
+                        make_dirs(self.paths[ctl], mine)
+                except CgroupError as e:
+                    remove_created(mine)
+                    if not (self.may_skip and e.errno in IGNORABLE):
+                        raise
+                    self._skip(self.paths[ctl], e)
+                except BaseException:
+                    remove_created(mine)
+                    raise
+                created.extend(mine)
         except BaseException:
             remove_created(created)
             raise
@@ -140,7 +173,7 @@ class V1Manager(Manager):
         if resources is None:
             return
         r = resources
-        check_supported(r, self.layout, self.skip_devices, controllers={k for k in self.paths if k})
+        check_supported(r, self.layout, self.skip_devices, controllers={k for k in self.paths if k} | set(self.skipped))
         # order as runc's: cpuset, devices, memory, cpu, pids, blkio, hugetlb, net_cls, net_prio, rdma
         cpu = r.cpu
         if cpu is not None and (cpu.cpus or cpu.mems):
@@ -150,7 +183,14 @@ class V1Manager(Manager):
             if cpu.mems:
                 write_file(d, "cpuset.mems", cpu.mems, "linux.resources.cpu.mems")
         if r.devices and not self.skip_devices:
-            self._apply_devices(r.devices)
+            try:
+                self._apply_devices(r.devices)
+            except CgroupError:
+                if not self.rootless:
+                    raise
+                self.devices_ignored = True
+                # runc: device errors of a rootless container are ignored, "as it is really
+                # not expected to work" (rootless_warnings says so when config.json has rules)
         if r.memory is not None:
             self._apply_memory(r.memory)
         if cpu is not None:
@@ -218,6 +258,9 @@ class V1Manager(Manager):
                                   f"after writing them (devices.list: {after!r}, wanted {target!r})")
 
     def _apply_memory(self, mem: Memory) -> None:
+        if not (mem.limit or mem.swap or mem.reservation or mem.disable_oom_killer
+                or mem.swappiness not in (None, -1)):
+            return  # nothing to write (kernel memory is ignored): no memory cgroup needed either
         d = self._need("memory", "linux.resources.memory")
         limit = mem.limit or 0
         swap = mem.swap or 0
@@ -349,9 +392,33 @@ class V1Manager(Manager):
 
     # ------------------------------------------------------------------ processes
 
-    def add(self, pid: int) -> None:
-        for d in self._dirs():
-            join_cgroup(d, pid)
+    def add(self, pid: int, sub: dict[str, str] | None = None) -> None:
+        if not sub:
+            for d in self._dirs():
+                try:
+                    join_cgroup(d, pid)
+                except CgroupError as e:
+                    if not self.rootless:
+                        raise
+                    if self._creating:  # create: runc's Apply, as for mkdir above
+                        if not (self.may_skip and e.errno in IGNORABLE):
+                            raise
+                        self._skip(d, e)
+                    # exec: runc ignores every join error of a rootless container
+            return
+        unknown = sorted(set(sub) - set(self.paths) - {""})
+        if unknown:
+            raise CgroupError(f"--cgroup: the container has no {', '.join(unknown)} cgroup")
+        joined: list[str] = []
+        for base in self._dirs():
+            names = [k for k, v in self.paths.items() if v == base]  # e.g. cpu and cpuacct share one
+            subs = {sub[k] for k in names if k in sub} or {sub.get("", "")}
+            if len(subs) > 1:
+                raise CgroupError(f"--cgroup: {' and '.join(names)} share {base}: give them one sub-cgroup")
+            d = sub_dir(base, subs.pop())
+            if d not in joined:
+                join_cgroup(d, pid)
+                joined.append(d)
 
     def pids(self) -> list[int]:
         found: set[int] = set()

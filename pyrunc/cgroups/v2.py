@@ -16,10 +16,12 @@ from .base import (
     CgroupError,
     Manager,
     join_cgroup,
+    sub_dir,
     make_dirs,
     read_file,
     remove_created,
     remove_tree,
+    rootless_error,
     signal_pids,
     tree_pids,
     write_file,
@@ -56,32 +58,83 @@ def _uses_domain_controllers(r: Resources | None) -> bool:
     return bool(r.block_io or r.hugepage_limits)
 
 
+def _rootless_needs(r: Resources | None) -> list[tuple[str, str]]:
+    """(controller, JSON path) of every limit in ``r`` that needs a cgroup of the container's
+    own (runc's needAnyControllers, plus rdma and unified); device rules are not among them."""
+    if r is None:
+        return []
+    out = []
+    mem, cpu = r.memory, r.cpu
+    if r.pids is not None and r.pids.limit is not None:
+        out.append(("pids", "linux.resources.pids.limit"))
+    if mem is not None and (mem.limit or mem.swap or mem.reservation):
+        out.append(("memory", "linux.resources.memory"))
+    if r.block_io:
+        out.append(("io", "linux.resources.blockIO"))
+    if cpu is not None and (cpu.shares or cpu.quota or cpu.period or cpu.idle is not None
+                            or cpu.burst is not None):
+        out.append(("cpu", "linux.resources.cpu"))
+    if cpu is not None and (cpu.cpus or cpu.mems):
+        out.append(("cpuset", "linux.resources.cpu.cpus/mems"))
+    if r.hugepage_limits:
+        out.append(("hugetlb", "linux.resources.hugepageLimits"))
+    if r.rdma:
+        out.append(("rdma", "linux.resources.rdma"))
+    out.extend((key.partition(".")[0], f"linux.resources.unified[{key!r}]") for key in sorted(r.unified))
+    return out
+
+
 class V2Manager(Manager):
     layout = "v2"
 
-    def __init__(self, path: str, mount: str = "/sys/fs/cgroup", skip_devices: bool = False) -> None:
+    def __init__(self, path: str, mount: str = "/sys/fs/cgroup", skip_devices: bool = False,
+                 rootless: bool = False, may_skip: bool = False, skipped: dict[str, str] | None = None) -> None:
         mount = mount.rstrip("/") or "/"
-        if path == mount or not path.startswith(mount + "/"):
+        if (path or not rootless) and (path == mount or not path.startswith(mount + "/")):
             raise CgroupError(f"invalid cgroup v2 path {path} (not below the cgroup2 mount {mount})")
-        self.dir = path
+        self.dir = path  # "": a rootless container that could not have a cgroup
         self.mount = mount
         self.skip_devices = skip_devices
+        self.rootless = rootless
+        self.may_skip = may_skip
+        self.skipped = dict(skipped or {})
+        self._creating = False
 
     def path(self, controller: str = "") -> str:
         return self.dir
 
     def to_state(self) -> dict[str, object]:
-        return {"layout": "v2", "path": self.dir, "mount": self.mount, "skip_devices": self.skip_devices}
+        out: dict[str, object] = {"layout": "v2", "path": self.dir, "mount": self.mount,
+                                  "skip_devices": self.skip_devices}
+        if self.rootless:
+            out.update(rootless=True, skipped=dict(self.skipped))
+        return out
 
     def __repr__(self) -> str:
         return f"V2Manager(path={self.dir!r})"
 
     def exists(self) -> bool:
-        return os.path.isdir(self.dir)
+        return bool(self.dir) and os.path.isdir(self.dir)
 
     # ------------------------------------------------------------------ create
 
     def create(self, resources: Resources | None = None) -> None:
+        self._creating = True
+        try:
+            self._create(resources)
+        except CgroupError as e:
+            # runc's fs2 Apply: a rootless container without cgroupsPath goes without a cgroup
+            # when it cannot have one, as long as it sets no limit that needs one
+            if not self.may_skip:
+                raise
+            needs = _rootless_needs(resources)
+            if needs:
+                raise CgroupError("\n".join(rootless_error(c, what, str(e)) for c, what in needs),
+                                  e.errno) from None
+            self.skipped[""] = str(e)
+            self.dir = ""
+
+    def _create(self, resources: Resources | None) -> None:
         created: list[str] = []
         try:
             make_dirs(self.dir, created)
@@ -158,9 +211,21 @@ class V2Manager(Manager):
         if resources is None:
             return
         r = resources
+        if not self.dir:
+            reason = self.skipped.get("", "no cgroup")
+            needs = _rootless_needs(r)
+            if needs:
+                raise CgroupError("\n".join(rootless_error(c, what, reason) for c, what in needs))
+            self.devices_ignored = bool(r.devices) and not self.skip_devices
+            return
         devices = self._check(r)
         if devices is not None:
-            self._apply_devices(devices)
+            try:
+                self._apply_devices(devices)
+            except (CgroupError, OSError):
+                if not self.rootless:
+                    raise
+                self.devices_ignored = True  # runc: "not expected to work" rootless
         pids = r.pids
         if pids is not None and pids.limit is not None:
             self._write("pids.max", pids_max(pids.limit), "linux.resources.pids.limit")
@@ -327,14 +392,28 @@ class V2Manager(Manager):
 
     # ------------------------------------------------------------------ processes
 
-    def add(self, pid: int) -> None:
-        join_cgroup(self.dir, pid)
+    def add(self, pid: int, sub: dict[str, str] | None = None) -> None:
+        if sub and set(sub) != {""}:
+            raise CgroupError("invalid --cgroup argument: cgroup v2 takes one sub-cgroup path, "
+                              "without a <controller>: prefix")
+        if not self.dir:
+            return
+        try:
+            join_cgroup(sub_dir(self.dir, sub[""]) if sub else self.dir, pid)
+        except CgroupError:
+            if not self.rootless or self._creating:
+                raise  # runc's fs2 Apply fails on a join error, rootless or not
+            # exec: runc ignores the join errors of a rootless container
 
     def pids(self) -> list[int]:
+        if not self.dir:
+            return []
         return sorted(set(tree_pids(self.dir)))
 
     def kill_all(self, signum: int) -> None:
         """SIGKILL: cgroup.kill (Linux 5.14+).  Else freeze, signal, restore (runc)."""
+        if not self.dir:
+            return
         if signum == 9:
             try:
                 write_raw(self.dir + "/cgroup.kill", "1")
@@ -382,6 +461,7 @@ class V2Manager(Manager):
     def freeze(self) -> None:
         """cgroup.freeze 1, then wait until cgroup.events says ``frozen 1`` (runc waits 10 s);
         on a timeout the cgroup is thawed back rather than left half-frozen."""
+        self._need_dir("pause")
         path = self.dir + "/cgroup.freeze"
         try:
             write_raw(path, "1")
@@ -417,11 +497,18 @@ class V2Manager(Manager):
 
     def thaw(self) -> None:
         # cgroup.events may keep saying "frozen 1" when an ancestor is frozen: nothing to wait for
+        self._need_dir("resume")
         write_file(self.dir, "cgroup.freeze", "0", "resume")
+
+    def _need_dir(self, what: str) -> None:
+        if not self.dir:
+            raise CgroupError(rootless_error("freezer", what, self.skipped.get("", "no cgroup")))
 
     def frozen(self) -> bool:
         """cgroup.freeze is 1 and the kernel has finished freezing (waited up to 1 s, as runc's
         getFreezer waits for a freeze in progress)."""
+        if not self.dir:
+            return False
         try:
             if read_file(self.dir + "/cgroup.freeze").strip() != "1":
                 return False
@@ -430,17 +517,20 @@ class V2Manager(Manager):
             return False  # no such cgroup, or a kernel without the v2 freezer
 
     def destroy(self) -> None:
-        remove_tree(self.dir)
+        if self.dir:
+            remove_tree(self.dir)
 
     # ------------------------------------------------------------------ statistics
 
     def stats(self) -> dict:
         from .stats import v2_stats
 
+        if not self.dir:
+            raise CgroupError(f"no cgroup statistics: {self.skipped.get('', 'no cgroup')}")
         return v2_stats(self.dir)
 
     def oom_kills(self) -> int | None:
         from .stats import v2_oom_kills
 
-        return v2_oom_kills(self.dir)
+        return v2_oom_kills(self.dir) if self.dir else None
 

@@ -18,13 +18,19 @@ import sys
 
 from .. import jsonio
 from .. import linux as L
-from ..channel import CONSOLE, ERROR, GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, READY, WARN, Channel
+from ..channel import (CONSOLE, ERROR, GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, READY, SECCOMP_FD,
+                       SECCOMP_FD_DONE, WARN, Channel)
 from ..config import Config, Process, _process
 from ..hooks import run_hooks
-from . import console, namespaces, process, rootfs
+from . import console, lsm, namespaces, process, rootfs
 
 
 _traceback = None  # the traceback module, with --debug
+_seccomp: Filter | None = None  # linux.seccomp, compiled; loaded as late as the config allows
+
+TYPE_CHECKING = False  # typing costs ~11 ms to import: only type checkers read it
+if TYPE_CHECKING:
+    from ..seccomp import Filter
 
 
 def main(fd: int, gate: int) -> None:
@@ -41,9 +47,13 @@ def main(fd: int, gate: int) -> None:
             import traceback as _traceback
         with open(os.path.join(go["state_dir"], "config.json"), "rb") as f:
             cfg = Config.from_dict(jsonio.loads(f.read()))
+        if cfg.linux.seccomp is not None:
+            _compile_seccomp(chan, cfg.linux.seccomp, go)
         if go.get("exec"):
             exec_process(chan, cfg, go)
             return
+        if cfg.process is not None:
+            set_oom_score_adj(cfg.process.oom_score_adj)  # before the namespaces, as runc's nsexec
         namespaces.enter(chan, cfg.linux)
         pid_done = namespaces.fork_init(chan)
         container_init(chan, cfg, go, gate, pid_done["state"])  # type: ignore[arg-type]
@@ -68,10 +78,12 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
     linux, proc = cfg.linux, cfg.process
     assert proc is not None and cfg.root is not None
     os.setsid()
+    labels = lsm.ExecLabels(proc.apparmor_profile, proc.selinux_label)  # while /proc is the host's
     if linux.creates("network"):
         L.interface_up("lo")  # runc brings loopback up in a new network namespace, so do we
     in_user_ns = linux.is_private("user")
     fs = rootfs.RootfsBuilder(go["rootfs"], go["bundle"], in_user_ns, linux.is_private("cgroup"))
+    fs.mount_label = linux.mount_label
     fs.request_mount_fd = lambda m, source, recursive: _request_mount_fd(chan, cfg.mounts.index(m), source, recursive)
     fs.prepare(linux.rootfs_propagation)
     fs.mount_all(cfg.mounts)
@@ -86,11 +98,8 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
     # Settings that live in the container's namespaces; /proc is still the host's here,
     # but /proc/sys and /proc/self follow the namespaces of the process that opens them.
     if not go.get("no_new_keyring"):
-        try:
-            L.join_session_keyring(go["id"])
-        except OSError as e:
-            if e.errno != errno.ENOSYS:  # a kernel without keyrings: nothing to leak
-                raise OSError(e.errno, f"joining a new session keyring: {e.strerror}") from None
+        labels.set_keycreate()
+        _join_session_keyring(go["id"], in_user_ns)
     if cfg.hostname:
         L.sethostname(cfg.hostname)
     if cfg.domainname:
@@ -101,16 +110,16 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
                 f.write(value)
         except OSError as e:
             raise OSError(e.errno, f"linux.sysctl.{key} = {value!r}: {e.strerror}") from None
-    if proc.oom_score_adj is not None:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(proc.oom_score_adj))
 
     if cfg.hooks.prestart or cfg.hooks.create_runtime:
         chan.send(HOOKS)
         chan.expect(HOOKS_DONE)
     run_hooks("createContainer", cfg.hooks.create_container, state)
 
-    os.close(rootfs.make_target(fs.root_fd, proc.cwd, True))  # runc creates a missing cwd too
+    try:
+        os.close(rootfs.make_target(fs.root_fd, proc.cwd, True))  # runc creates a missing cwd too
+    except OSError as e:
+        raise OSError(e.errno, f"process.cwd {proc.cwd!r}: {e.strerror}") from None
     fs.mask_paths(linux.masked_paths)
     fs.readonly_paths(linux.readonly_paths)
     if cfg.root.readonly:
@@ -121,7 +130,7 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
     fs.enter(go["no_pivot"])
     _forbid_imports()
 
-    executable = _prepare_process(chan, proc, known)
+    executable = _prepare_process(chan, proc, known, labels)
     chan.send(READY)
     chan.close()
 
@@ -136,10 +145,12 @@ def exec_process(chan: Channel, cfg: Config, go: dict) -> None:
     cgroup) instead of creating one, then set up ``go["process"]`` as the init does its own."""
     proc = _process(go["process"])
     known = process.last_cap()
-    if proc.oom_score_adj is not None:  # while we are the host's root; the children inherit it
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(proc.oom_score_adj))
+    set_oom_score_adj(proc.oom_score_adj)  # before we join anything; the children inherit it
+    labels = lsm.ExecLabels(proc.apparmor_profile, proc.selinux_label)  # the host's /proc, before join()
     namespaces.join(int(go["init_pid"]), [ns.type for ns in cfg.linux.namespaces])
+    if not go.get("no_new_keyring"):
+        labels.set_keycreate()
+        _join_session_keyring(go["id"], cfg.linux.is_private("user"))  # the container's, not the caller's
     _forbid_imports()
     namespaces.fork_init(chan)  # the child is in the container's PID namespace
     os.setsid()  # a session of its own, as runc's nsexec gives every process it starts
@@ -150,23 +161,67 @@ def exec_process(chan: Channel, cfg: Config, go: dict) -> None:
         finally:
             os.close(root)
         _hand_over_console(chan, pty)
-    executable = _prepare_process(chan, proc, known)
+    executable = _prepare_process(chan, proc, known, labels)
     chan.send(READY)
     chan.close()
     _exec(proc, executable, int(go.get("preserve_fds", 0)))
 
 
-def _prepare_process(chan: Channel, proc: Process, known: int) -> str:
-    """rlimits, capabilities, user, cwd and the PATH lookup; returns the executable's path."""
+def set_oom_score_adj(value: int | None) -> None:
+    """process.oomScoreAdj, written while we are still in the host's namespaces.  A rootless
+    runtime may only raise it, and must be dumpable for the write: a non-dumpable process's
+    /proc files belong to the host's root (runc's nsexec is dumpable at that point)."""
+    if value is None:
+        return
+    rootless = os.geteuid() != 0
+    if rootless:
+        L.prctl(L.PR_SET_DUMPABLE, 1)
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError as e:
+        denied = rootless and e.errno in (errno.EACCES, errno.EPERM)
+        hint = " (an unprivileged user can only raise it)" if denied else ""
+        raise OSError(e.errno, f"process.oomScoreAdj {value}: {e.strerror}{hint}") from None
+    finally:
+        if rootless:
+            L.prctl(L.PR_SET_DUMPABLE, 0)
+
+
+def _prepare_process(chan: Channel, proc: Process, known: int, labels: lsm.ExecLabels) -> str:
+    """LSM labels, rlimits, capabilities, user, cwd and the PATH lookup; returns the executable's
+    path."""
+    labels.set_for_exec()
     process.set_rlimits(proc.rlimits)
+    if _seccomp is not None and not proc.no_new_privileges:
+        # Without no_new_privs, loading a filter takes CAP_SYS_ADMIN: before the capabilities go (runc).
+        _load_seccomp(chan)
     process.drop_bounding(proc.capabilities, known)
     process.switch_user(proc.user)
     process.apply_capabilities(proc.capabilities, known, lambda msg: chan.send(WARN, message=msg))
+    L.prctl(L.PR_SET_DUMPABLE, 0)  # uid and capability changes reset it to fs.suid_dumpable (may be 1)
     try:
         os.chdir(proc.cwd)
     except OSError as e:
         raise OSError(e.errno, f"process.cwd {proc.cwd!r}: {e.strerror}") from None
-    return process.find_executable(proc.args[0], proc.env, proc.cwd)
+    _check_cwd_inside(proc.cwd)
+    executable = process.find_executable(proc.args[0], proc.env, proc.cwd)
+    if _seccomp is not None and _seccomp.notify and not _seccomp.loaded:
+        # The listener fd must reach the runtime while the channel is open (runc loads here too).
+        L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
+        _load_seccomp(chan)
+    return executable
+
+
+def _check_cwd_inside(cwd: str) -> None:
+    """runc's guard against CVE-2024-21626: a cwd reached through an fd of the host's (say
+    /proc/self/fd/N) lies outside our root, where getcwd(3) finds no path."""
+    try:
+        here = os.getcwd()
+    except OSError:
+        here = ""
+    if not here.startswith("/"):
+        raise OSError(errno.EPERM, f"process.cwd {cwd!r} is outside the container's root")
 
 
 def _exec(proc: Process, executable: str, preserve_fds: int) -> None:
@@ -175,12 +230,28 @@ def _exec(proc: Process, executable: str, preserve_fds: int) -> None:
     if proc.no_new_privileges:
         L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
     _default_signals()
+    if _seccomp is not None and not _seccomp.loaded:
+        try:  # with no_new_privs: last, so that our own syscalls do not go through the filter
+            _seccomp.load()
+        except OSError as e:
+            os.write(2, f"pyrunc: {e.strerror}\n".encode())
+            os._exit(1)
     args: list[str] = proc.args
     try:
         os.execve(executable, args, process.env_dict(proc.env))
     except OSError as e:
         os.write(2, f"pyrunc: exec {args[0]}: {e.strerror}\n".encode())
         os._exit(127 if e.errno == 2 else 126)
+
+
+def _join_session_keyring(container_id: str, in_user_ns: bool) -> None:
+    """The container's session keyring ("_ses.<id>", as runc names it; exec joins the same one)
+    instead of the caller's, which would let the container read the host user's keys."""
+    try:
+        L.join_session_keyring("_ses." + container_id, other_search=in_user_ns)
+    except OSError as e:
+        if e.errno != errno.ENOSYS:  # a kernel without keyrings: nothing to leak
+            raise OSError(e.errno, f"joining a new session keyring: {e.strerror}") from None
 
 
 def _hand_over_console(chan: Channel, pty: console.Pty) -> None:
@@ -191,6 +262,37 @@ def _hand_over_console(chan: Channel, pty: console.Pty) -> None:
     finally:
         pty.close_master()
     console.make_controlling(pty)
+
+
+def _compile_seccomp(chan: Channel, profile: dict, go: dict) -> None:
+    """Compile linux.seccomp now, before any namespace or mount work: pyrunc.seccomp, ctypes and
+    libseccomp can only be loaded before pivot_root, and a profile libseccomp refuses fails early.
+    create keeps the program in the state directory; exec loads that one."""
+    global _seccomp
+    from .. import seccomp
+
+    kept = os.path.join(go["state_dir"], "seccomp-filter.json")
+    if go.get("exec"):
+        _seccomp = seccomp.Filter.read(kept)
+        seccomp.libseccomp()  # opened now all the same: loading needs it after pivot_root
+    if _seccomp is None:
+        debug = (lambda msg: chan.send(WARN, message=msg)) if go.get("debug") else None
+        _seccomp = seccomp.compile_filter(profile, debug)
+        if not go.get("exec"):
+            _seccomp.save(kept)
+
+
+def _load_seccomp(chan: Channel) -> None:
+    """Load the filter now; with SCMP_ACT_NOTIFY its listener fd goes to the runtime, which sends it
+    to the agent (sendmsg is the one syscall the profile may not make notify)."""
+    assert _seccomp is not None
+    fd = _seccomp.load()
+    if fd >= 0:
+        try:
+            chan.send_fd(SECCOMP_FD, fd)
+        finally:
+            os.close(fd)
+        chan.expect(SECCOMP_FD_DONE)
 
 
 def _request_mount_fd(chan: Channel, index: int, source: str, recursive: bool) -> int:

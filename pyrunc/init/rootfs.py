@@ -16,8 +16,11 @@ import stat
 from .. import linux as L
 from ..config import DEFAULT_DEVICES
 from ..errors import ConfigError, NotSupportedError
+from ..lsm import with_mount_label
 
 IN_ROOT = L.RESOLVE_IN_ROOT | L.RESOLVE_NO_MAGICLINKS
+# File systems made for the container that take SELinux's context= (runc labels these)
+_LABELLED = ("tmpfs", "devpts", "mqueue")
 
 # option -> flag set by it, for mount(2)
 _SET_FLAGS = {
@@ -159,6 +162,7 @@ class RootfsBuilder:
         self.in_user_ns = in_user_ns
         self.cgroup_ns = cgroup_ns
         self.root_fd = -1
+        self.mount_label = ""  # linux.mountLabel: SELinux context of the file systems we make
         # (mount, host source, recursive) -> fd of a detached idmapped tree, made by the runtime
         self.request_mount_fd: object = None
 
@@ -177,7 +181,8 @@ class RootfsBuilder:
             # land on it rather than under it (and no node is ever made on the rootfs's disk)
             fd = make_target(self.root_fd, "/dev", True)
             try:
-                L.mount("tmpfs", fd_path(fd), "tmpfs", L.MS_NOSUID | L.MS_STRICTATIME, "mode=755,size=65536k")
+                L.mount("tmpfs", fd_path(fd), "tmpfs", L.MS_NOSUID | L.MS_STRICTATIME,
+                        with_mount_label("mode=755,size=65536k", self.mount_label))
             finally:
                 os.close(fd)
         for i, m in enumerate(mounts):
@@ -205,8 +210,11 @@ class RootfsBuilder:
             self._cgroup(m, opts)
         else:
             fd = make_target(self.root_fd, m.destination, True)  # type: ignore[attr-defined]
+            data = opts.data
+            if m.type in _LABELLED:  # type: ignore[attr-defined]
+                data = with_mount_label(data, self.mount_label)
             try:
-                L.mount(m.source or m.type, fd_path(fd), m.type, opts.flags, opts.data or None)  # type: ignore[attr-defined]
+                L.mount(m.source or m.type, fd_path(fd), m.type, opts.flags, data or None)  # type: ignore[attr-defined]
             finally:
                 os.close(fd)
         self._after_mount(m.destination, opts)  # type: ignore[attr-defined]
@@ -320,9 +328,11 @@ class RootfsBuilder:
         if dev_is_bound(mounts):
             return
         old_umask = os.umask(0)
+        configured = {clean_path(d.path) for d in devices}
         try:
             for name, major, minor in DEFAULT_DEVICES:
-                self.make_device(f"/dev/{name}", stat.S_IFCHR, major, minor, 0o666, 0, 0)
+                if f"/dev/{name}" not in configured:  # linux.devices' own entry wins, as in runc
+                    self.make_device(f"/dev/{name}", stat.S_IFCHR, major, minor, 0o666, 0, 0)
             for d in devices:
                 kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d.type]
                 mode = 0o666 if d.file_mode is None else d.file_mode & 0o7777
@@ -358,6 +368,10 @@ class RootfsBuilder:
                 os.unlink(name, dir_fd=pfd)
             except FileNotFoundError:
                 pass
+            except OSError as e:
+                if e.errno != errno.EBUSY:
+                    raise
+                return  # a mount point: the config mounted something there, keep it (runc does too)
             if self.in_user_ns:
                 # mknod is not allowed in a user namespace: bind the host's node instead.
                 os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,

@@ -8,6 +8,7 @@ Python 3.11 has no ``os.unshare``/``os.setns`` (3.12 adds them), so they are her
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -23,6 +24,7 @@ _MOVE_MOUNT = 429
 _PIDFD_OPEN = 434
 _CLOSE_RANGE = 436
 _OPENAT2 = 437
+_OPENAT2_RETRIES = 128
 _MOUNT_SETATTR = 442
 
 # clone/unshare flags
@@ -111,6 +113,7 @@ PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 CLOSE_RANGE_CLOEXEC = 4
+MFD_EXEC = 0x10
 
 
 def _check(ret: int, path: str | None = None) -> int:
@@ -164,8 +167,14 @@ class _OpenHow(ctypes.Structure):
 
 
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """openat2(2).  With RESOLVE_IN_ROOT/BENEATH the kernel answers EAGAIN when any mount or
+    rename on the system raced a ".." step: that is a retry, not an error (as libpathrs does)."""
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    return _check(_syscall(_OPENAT2, dirfd, _b(path), ctypes.byref(how), ctypes.sizeof(how)), path)
+    for _ in range(_OPENAT2_RETRIES):
+        ret = _syscall(_OPENAT2, dirfd, _b(path), ctypes.byref(how), ctypes.sizeof(how))
+        if ret >= 0 or ctypes.get_errno() != errno.EAGAIN:
+            break
+    return _check(ret, path)
 
 
 class _MountAttr(ctypes.Structure):
@@ -225,17 +234,63 @@ KEYCTL_DESCRIBE = 6
 KEYCTL_SETPERM = 5
 KEYCTL_JOIN_SESSION_KEYRING = 1
 KEY_USR_SEARCH = 0x00080000
+KEY_OTH_SEARCH = 0x00000008
 
 
-def join_session_keyring(name: str) -> int:
-    """A new session keyring named ``name`` (runc's default: no keys leak from the host's session),
-    made searchable by its possessor's user as runc does."""
+def join_session_keyring(name: str, other_search: bool = False) -> int:
+    """Join the session keyring ``name``, made new if there is none (runc's default: no keys
+    leak from the host's session), made searchable as runc does: by its user, or by others
+    (``other_search``) in a user namespace, so that exec can join it too."""
     key = _check(_syscall(_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, _b(name)))
     buf = ctypes.create_string_buffer(512)
     _check(_syscall(_KEYCTL, KEYCTL_DESCRIBE, key, buf, ctypes.sizeof(buf)))
     perm = int(buf.value.split(b";")[3], 16)
-    _check(_syscall(_KEYCTL, KEYCTL_SETPERM, key, ctypes.c_uint32(perm | KEY_USR_SEARCH)))
+    want = perm | (KEY_OTH_SEARCH if other_search else KEY_USR_SEARCH)
+    if want != perm:
+        _check(_syscall(_KEYCTL, KEYCTL_SETPERM, key, ctypes.c_uint32(want)))
     return key
+
+
+def sealed_executable(path: str) -> int:
+    """An fd to fexecve ``path`` from so that the process's /proc/PID/exe is no writable way back
+    to the file (CVE-2019-5736: a container that reaches the runtime's exe through /proc must not
+    be able to rewrite it): a read-only bind of just that file, detached from every mount table
+    (nothing for systemd and the like to see); without the new mount API, or the right to use
+    it, a sealed in-memory copy, as crun and youki make."""
+    try:
+        fd = open_tree(-100, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)  # -100: AT_FDCWD
+    except OSError:
+        return _sealed_copy(path)
+    try:
+        mount_setattr(fd, "", AT_EMPTY_PATH, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+    except OSError:
+        os.close(fd)
+        return _sealed_copy(path)
+    return fd
+
+
+def _sealed_copy(path: str) -> int:
+    """``path`` copied into a memfd sealed against any change (6-7 MB for CPython: the fallback)."""
+    import fcntl
+
+    src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+        try:  # MFD_EXEC: executable even where vm.memfd_noexec makes memfds noexec by default
+            fd = os.memfd_create(os.path.basename(path), flags | MFD_EXEC)
+        except OSError:  # a kernel before 6.3 knows no MFD_EXEC
+            fd = os.memfd_create(os.path.basename(path), flags)
+        size, off = os.fstat(src).st_size, 0
+        while off < size:
+            n = os.sendfile(fd, src, off, size - off)
+            if n == 0:  # shorter than it was a moment ago
+                break
+            off += n
+    finally:
+        os.close(src)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    return fd
 
 
 def idmapped_tree(source: str, userns_fd: int, recursive: bool) -> int:

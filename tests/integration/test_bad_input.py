@@ -172,8 +172,9 @@ BROKEN = [
      'config.json: linux.rootfsPropagation: "bogus" is not one of'),
     ("hook-path-relative", lambda c: c.update(hooks={"prestart": [{"path": "bin/true"}]}),
      "config.json: hooks.prestart[0].path"),
-    ("seccomp", lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_ALLOW"}),
-     "config.json: linux.seccomp: not supported by pyrunc yet"),
+    ("seccomp-errno-ret-without-errno-action", lambda c: c["linux"].update(
+        seccomp={"defaultAction": "SCMP_ACT_ALLOW", "defaultErrnoRet": 1}),
+     "config.json: linux.seccomp.defaultErrnoRet: SCMP_ACT_ALLOW does not return an errno"),
     ("terminal-without-console-socket", lambda c: c["process"].update(terminal=True),
      "cannot allocate tty if runc will detach without setting console socket"),
 ]
@@ -280,7 +281,8 @@ def test_json_log_carries_the_message_for_engines(pyrunc, make_bundle, tmp_path:
     (["create", "--preserve-fds", "lots", "-b", "{bundle}", "{id}"], 'invalid value "lots" for flag -preserve-fds'),
     (["create", "-b", "{bundle}", "--console-socket", "/tmp/nowhere.sock", "{id}"],
      "cannot use console socket if runc will not detach or allocate tty"),
-    (["create", "-b", "{bundle}", "--pidfd-socket", "/tmp/x.sock", "{id}"], "--pidfd-socket is not supported"),
+    (["create", "-b", "{bundle}", "--pidfd-socket", "/tmp/x.sock", "{id}"],
+     "failed to dail /tmp/x.sock: dial unix /tmp/x.sock: connect: no such file or directory"),
     (["create", "-b", "{bundle}", "../{id}"], "invalid container id"),
     (["--systemd-cgroup", "create", "-b", "{bundle}", "{id}"], "systemd cgroup driver is not supported"),
     (["--rootless", "perhaps", "create", "-b", "{bundle}", "{id}"], 'invalid --rootless value "perhaps"'),

@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import edit_config, needs_root, new_id, proc_cgroups
 
 pytestmark = needs_root
@@ -25,13 +27,13 @@ class Box:
     """A running container (``sleep 300``) to exec into; deleted (with whatever was exec'd in it)
     by the ``pyrunc`` fixture, or explicitly."""
 
-    def __init__(self, pyrunc, make_bundle, edit=None, **options) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, pyrunc, make_bundle, edit=None, create_flags=(), **options) -> None:  # type: ignore[no-untyped-def]
         self.pyrunc = pyrunc
         self.bundle = make_bundle(["sleep", "300"], **options)
         if edit is not None:
             edit_config(self.bundle, edit)
         self.id = new_id()
-        pyrunc("run", "-d", "-b", str(self.bundle), self.id)
+        pyrunc("run", "-d", *create_flags, "-b", str(self.bundle), self.id)
         self.pid = pyrunc.state(self.id)["pid"]
 
     def detached(self, *flags: str, cmd: tuple[str, ...] = ("sleep", "300")) -> int:
@@ -291,3 +293,112 @@ def test_signals_are_forwarded_to_the_foreground_process(pyrunc, make_bundle) ->
             fg.kill()
             fg.wait()
     assert out.read_text() == "ready\ngot-term\n"
+
+
+# ---------------------------------------------------------------------------- sockets, sub-cgroups, keyring
+
+
+class FdListener:
+    """An AF_UNIX listener like the one go-runc makes for --pidfd-socket."""
+
+    def __init__(self, path: Path) -> None:
+        import socket
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(2)
+        self.sock.settimeout(20)
+
+    def receive(self) -> tuple[int, bytes]:
+        import array
+        import socket
+        conn, _ = self.sock.accept()
+        with conn:
+            fds = array.array("i")
+            data, anc, _flags, _addr = conn.recvmsg(64, socket.CMSG_SPACE(fds.itemsize))
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[:fds.itemsize])
+        assert len(fds) == 1, data
+        return fds[0], data
+
+
+def pidfd_target(fd: int) -> int:
+    """The pid a pidfd refers to, from /proc/self/fdinfo."""
+    for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
+        if line.startswith("Pid:"):
+            return int(line.split()[1])
+    raise AssertionError("not a pidfd")
+
+
+def test_pidfd_socket_on_create_and_exec(pyrunc, make_bundle, tmp_path: Path) -> None:
+    listener = FdListener(tmp_path / "pidfd.sock")
+    bundle = make_bundle(["sleep", "300"])
+    cid = new_id()
+    pyrunc("create", "-b", str(bundle), "--pidfd-socket", str(listener.path), cid)
+    fd, name = listener.receive()
+    try:
+        assert name == b"standard" and pidfd_target(fd) == pyrunc.state(cid)["pid"]
+    finally:
+        os.close(fd)
+    pyrunc("start", cid)
+    pid_file = tmp_path / "exec.pid"
+    pyrunc("exec", "-d", "--pid-file", str(pid_file), "--pidfd-socket", str(listener.path), cid, "sleep", "300")
+    fd, name = listener.receive()
+    try:
+        exec_pid = int(pid_file.read_text())
+        assert name == b"setns" and pidfd_target(fd) == exec_pid
+        signal.pidfd_send_signal(fd, signal.SIGKILL)  # the pidfd really is the process's
+        wait_gone(exec_pid)
+    finally:
+        os.close(fd)
+    assert pyrunc.state(cid)["status"] == "running"
+    p = pyrunc("exec", "--pidfd-socket", str(tmp_path / "none.sock"), cid, "true", check=False)
+    assert p.returncode == 255 and f"failed to dail {tmp_path}/none.sock" in p.stderr
+    assert cgroup_pids(pyrunc, cid) == [pyrunc.state(cid)["pid"]]
+
+
+def container_cgroup_dirs(pyrunc, cid: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    from pyrunc import Runtime
+    mgr = Runtime(root=str(pyrunc.root)).get(cid).cgroup_manager()
+    return dict(mgr.paths) if hasattr(mgr, "paths") else {"": mgr.dir}
+
+
+@pytest.mark.cgroup2
+def test_exec_into_sub_cgroups(pyrunc, make_bundle) -> None:
+    box = Box(pyrunc, make_bundle)
+    dirs = container_cgroup_dirs(pyrunc, box.id)
+    for d in set(dirs.values()):
+        os.mkdir(os.path.join(d, "sub"))
+        if d == dirs.get("cpuset"):  # a v1 cpuset takes no task until these are set
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                Path(d, "sub", name).write_text(Path(d, name).read_text())
+    init_cgroups = proc_cgroups(box.pid)
+    pid = box.detached("--cgroup", "sub")
+    got = proc_cgroups(pid)
+    assert got and all(path == init_cgroups[key].rstrip("/") + "/sub" for key, path in got.items()), (got, init_cgroups)
+    if "memory" in dirs:  # v1 controllers can be given one by one
+        pid = box.detached("--cgroup", "memory:sub")
+        got = proc_cgroups(pid)
+        for key, path in got.items():
+            want = init_cgroups[key].rstrip("/") + "/sub" if "memory" in key.split(",") else init_cgroups[key]
+            assert path == want, (key, got)
+    before = cgroup_pids(pyrunc, box.id)
+    for flags, message in ((["--cgroup", "nosuch"], "No such file or directory"),
+                           (["--cgroup", "../../escape"], "bad sub cgroup path: ../../escape"),
+                           (["--cgroup", "a:x", "--cgroup", "a:y"], "controller a specified multiple times"),
+                           (["--cgroup", "x", "--cgroup", "y"], "(missing <controller>: prefix)")):
+        p = pyrunc("exec", *flags, box.id, "true", check=False)
+        assert p.returncode == 255 and message in p.stderr, (flags, p.stderr)
+    assert cgroup_pids(pyrunc, box.id) == before
+
+
+def test_exec_joins_the_containers_session_keyring(pyrunc, make_bundle) -> None:
+    def unmask_keys(c: dict) -> None:
+        c["linux"]["maskedPaths"] = [m for m in c["linux"]["maskedPaths"] if m != "/proc/keys"]
+    box = Box(pyrunc, make_bundle, edit=unmask_keys)
+    keys = pyrunc("exec", box.id, "cat", "/proc/keys").stdout
+    assert f"_ses.{box.id}:" in keys, keys
+    plain = Box(pyrunc, make_bundle, edit=unmask_keys, create_flags=("--no-new-keyring",))
+    keys = pyrunc("exec", plain.id, "cat", "/proc/keys").stdout
+    assert f"_ses.{plain.id}" not in keys

@@ -270,7 +270,7 @@ def test_new_session_keyring_unless_no_new_keyring(pyrunc, make_bundle) -> None:
         maskedPaths=[m for m in c["linux"]["maskedPaths"] if m != "/proc/keys"]))
     cid = new_id()
     keys = pyrunc("run", "-b", str(bundle), cid).stdout
-    assert any(line.split()[-2] == f"{cid}:" for line in keys.splitlines()), keys  # keyring named by id
+    assert any(line.split()[-2] == f"_ses.{cid}:" for line in keys.splitlines()), keys  # named as runc does
     cid2 = new_id()
     keys = pyrunc("run", "--no-new-keyring", "-b", str(bundle), cid2).stdout
     assert not any(cid2 in line for line in keys.splitlines()), keys

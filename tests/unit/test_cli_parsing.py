@@ -242,10 +242,10 @@ def test_main_version_and_help(capfd) -> None:
 
 
 def test_create_options_convert_types() -> None:
-    args = cli.Args({"bundle": "/b", "preserve_fds": "3", "no_pivot": True}, ["c"])
+    args = cli.Args({"bundle": "/b", "preserve_fds": "3", "no_pivot": True, "pidfd_socket": "/s"}, ["c"])
     opts = cli._create_options(args)
     assert opts == {"bundle": "/b", "pid_file": None, "console_socket": None, "no_pivot": True,
-                    "no_new_keyring": False, "preserve_fds": 3}
+                    "no_new_keyring": False, "preserve_fds": 3, "pidfd_socket": "/s"}
     assert cli._create_options(cli.Args({}, ["c"]))["bundle"] == "."
 
 

@@ -1,21 +1,31 @@
 #!/usr/bin/env python3
-"""Benchmark OCI runtimes' command latency, interleaved, against the same bundle.
+"""Benchmark OCI runtimes side by side, interleaved, against the same bundle.
 
-    .venv/bin/python hack/bench.py [--runtime NAME=CMD ...] [--skip NAME] [-n 20] [--json FILE]
+    hack/bench [--runtime NAME=CMD ...] [--skip NAME] [-n 20] [--batch 50] [--no-memory]
+               [--no-min-limit] [--json FILE]
 
-Runtimes: pyrunc=<repo>/.venv/bin/pyrunc and runc=runc by default; --runtime adds one
-or replaces one of the same name (CMD is split with shlex and may carry global
+Runtimes: pyrunc=<repo>/.venv/bin/pyrunc, runc=runc and crun by default; --runtime adds
+one or replaces one of the same name (CMD is split with shlex and may carry global
 flags, e.g. --runtime 'pyrunc-dbg=.venv/bin/pyrunc --debug'); --skip drops one.
+crun 1.8 refuses hybrid cgroup hosts, so on one it runs through hack/crun-v1 (a private
+mount namespace with the cgroup2 mount hidden; its cost is measured and printed).
 Each runtime gets its own temporary --root. A runtime that is missing or fails a
-smoke test (`run` of /bin/true) is skipped with a note.
+smoke test (`run` of /bin/true) is skipped with a note. The bundle's ociVersion is
+1.0.2, which every runtime here accepts (crun 1.8 refuses 1.3.0).
 
-Per iteration and runtime (the runtimes take turns, A B / B A / ..., so drift hits
-all alike):
+Per iteration and runtime (the runtimes take turns, A B C / B C A / ..., so drift
+hits all alike):
   run        wall time of `run` of a container whose process is /bin/true
-  create, start, state, kill (KILL), delete
+  create, start, state, exec (`exec ID true`), kill (KILL), delete
              the split lifecycle of a container running `sleep 100`
              (after kill, the wait until it is stopped is not timed)
-  lifecycle  the sum of those five
+  lifecycle  the sum of those six
+Once per runtime, after the latency rounds:
+  batch      --batch containers created and started in a row (total and per container)
+  memory     RSS and PSS of every process the container has on the host, created but
+             not started, and running `sleep`
+  min-limit  the smallest linux.resources.memory.limit under which `run true` still
+             succeeds (bisected down from 64 MiB to 64 KiB steps)
 Reports median and p90 (ms) per runtime and operation, and the ratio of medians
 to runc. Every container made is deleted (--force) at the end, also on errors
 and Ctrl-C, and the temporary directories are removed.
@@ -44,7 +54,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-OPS_LIFECYCLE = ["create", "start", "state", "kill", "delete"]
+OPS_LIFECYCLE = ["create", "start", "state", "exec", "kill", "delete"]
 OPS = ["run"] + OPS_LIFECYCLE + ["lifecycle"]
 OP_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -185,6 +195,7 @@ def one_iteration(rt: Runtime, tag: str, bundles: dict[str, Path], record: bool)
         status = f"unparsable state output {out[:200]!r}"
     if status != "running":
         raise OpFailed(rt.name, "state", rt.argv("state", cid), f"status {status!r}, not 'running'", out, "")
+    t["exec"], _, _ = rt.call("exec", "exec", cid, "true")
     t["kill"], _, _ = rt.call("kill", "kill", cid, "KILL")
     wait_stopped(rt, cid)
     t["delete"], _, _ = rt.call("delete", "delete", cid)
@@ -193,6 +204,123 @@ def one_iteration(rt: Runtime, tag: str, bundles: dict[str, Path], record: bool)
         for op, v in t.items():
             rt.samples[op].append(v)
         rt.samples["lifecycle"].append(sum(t.values()))
+
+
+# ---------------------------------------------------------------------------- once per runtime
+
+
+def batch(rt: Runtime, bundles: dict[str, Path], count: int) -> dict:
+    """``count`` containers created and started in a row (wall time), then deleted (untimed)."""
+    ids = [f"bench-{os.getpid()}-{rt.safe}-batch{i}" for i in range(count)]
+    t0 = time.perf_counter()
+    for cid in ids:
+        rt.pending.add(cid)
+        rt.call("create", "create", "--bundle", str(bundles["sleep"]), cid)
+        rt.call("start", "start", cid)
+    total = time.perf_counter() - t0
+    for cid in ids:
+        rt.call("delete", "delete", "--force", cid)
+        rt.pending.discard(cid)
+    return {"count": count, "total_ms": round(total * 1000, 1), "per_container_ms": round(total * 1000 / count, 2)}
+
+
+def _pid_namespace_members(pid: int) -> list[int]:
+    """Every host process in the PID namespace of ``pid`` (the container's processes)."""
+    want = os.stat(f"/proc/{pid}/ns/pid").st_ino
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}/ns/pid").st_ino == want:
+                    out.append(int(name))
+            except OSError:
+                continue
+    return out
+
+
+def _rss_pss_kib(pids: list[int]) -> tuple[int, int]:
+    rss = pss = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, rest = line.partition(":")
+            if key == "Rss":
+                rss += int(rest.split()[0])
+            elif key == "Pss":
+                pss += int(rest.split()[0])
+    return rss, pss
+
+
+def memory(rt: Runtime, bundles: dict[str, Path]) -> dict:
+    """RSS/PSS (KiB) of what a container leaves on the host: created (the runtime's process
+    waiting at the start gate), and running `sleep` (the same for every runtime, a check)."""
+    cid = f"bench-{os.getpid()}-{rt.safe}-mem"
+    rt.pending.add(cid)
+    rt.call("create", "create", "--bundle", str(bundles["sleep"]), cid)
+    out = {}
+    try:
+        pid = json.loads(rt.call("state", "state", cid)[1])["pid"]
+        pids = _pid_namespace_members(pid)
+        out["created_rss_kib"], out["created_pss_kib"] = _rss_pss_kib(pids)
+        out["created_processes"] = len(pids)
+        rt.call("start", "start", cid)
+        time.sleep(0.2)
+        pids = _pid_namespace_members(pid)
+        out["running_rss_kib"], out["running_pss_kib"] = _rss_pss_kib(pids)
+    finally:
+        rt.call("delete", "delete", "--force", cid, check=False)
+        rt.pending.discard(cid)
+    return out
+
+
+def min_memory_limit(rt: Runtime, workdir: Path, base_cfg: dict, rootfs: Path) -> dict:
+    """The smallest linux.resources.memory.limit (64 KiB steps) under which `run true` succeeds."""
+    step = 64 << 10
+    bundle = workdir / f"bundle-limit-{rt.safe}"
+    bundle.mkdir(exist_ok=True)
+    tries = []
+
+    def ok(limit: int) -> bool:
+        cfg = json.loads(json.dumps(base_cfg))
+        cfg["root"]["path"] = str(rootfs)
+        cfg["linux"].setdefault("resources", {})["memory"] = {"limit": limit}
+        (bundle / "config.json").write_text(json.dumps(cfg))
+        cid = f"bench-{os.getpid()}-{rt.safe}-lim{limit}"
+        rt.pending.add(cid)
+        _, _, rc = rt.call("run", "run", "--bundle", str(bundle), cid, timeout=30, check=False)
+        rt.call("delete", "delete", "--force", cid, timeout=30, check=False)
+        rt.pending.discard(cid)
+        tries.append((limit, rc == 0))
+        return rc == 0
+
+    hi, lo = 64 << 20, step
+    if not ok(hi):
+        return {"min_limit_kib": None, "note": "run true fails even under 64 MiB", "tries": len(tries)}
+    if ok(lo):
+        return {"min_limit_kib": lo >> 10, "tries": len(tries)}
+    while hi - lo > step:  # lo fails, hi succeeds
+        mid = (lo + hi) // 2 // step * step
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return {"min_limit_kib": hi >> 10, "tries": len(tries)}
+
+
+def wrapper_cost(cmd: list[str], n: int = 20) -> float | None:
+    """Median ms of the crun-v1 wrapper around /bin/true instead of crun (what it adds)."""
+    if not cmd or not cmd[0].endswith("crun-v1"):
+        return None
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                        'umount -l /sys/fs/cgroup/unified 2>/dev/null; exec true'], check=False)
+        times.append(time.perf_counter() - t0)
+    return round(statistics.median(times) * 1000, 2)
 
 
 def smoke(rt: Runtime, bundles: dict[str, Path]) -> str:
@@ -258,8 +386,50 @@ def print_table(summary: dict, baseline: str, n: int, out=sys.stdout) -> None:
             print(f"note: {name}: {d['note']}", file=out)
 
 
+def _hybrid_cgroups() -> bool:
+    with open("/proc/self/mountinfo") as f:
+        fstypes = {line.split(" - ")[1].split()[0] for line in f if " - " in line}
+    return "cgroup" in fstypes and "cgroup2" in fstypes
+
+
+def print_once(summary: dict, baseline: str, out=sys.stdout) -> None:
+    rows = [(name, d.get("once") or {}) for name, d in summary.items() if d.get("once")]
+    if not rows:
+        return
+    base = (summary.get(baseline) or {}).get("once") or {}
+    print(f"\n{'once per runtime':<34} " + " ".join(f"{name:>12}" for name, _ in rows), file=out)
+
+    def line(label: str, get) -> None:  # type: ignore[no-untyped-def]
+        cells = []
+        for _name, once in rows:
+            try:
+                v = get(once)
+            except (KeyError, TypeError):
+                v = None
+            cells.append(f"{v:>12}" if v is not None else f"{'-':>12}")
+        print(f"{label:<34} " + " ".join(cells), file=out)
+    line("batch: total ms", lambda o: o["batch"]["total_ms"])
+    line("batch: ms per container", lambda o: o["batch"]["per_container_ms"])
+    line("created: RSS KiB", lambda o: o["memory"]["created_rss_kib"])
+    line("created: PSS KiB", lambda o: o["memory"]["created_pss_kib"])
+    line("created: processes on the host", lambda o: o["memory"]["created_processes"])
+    line("running sleep: RSS KiB", lambda o: o["memory"]["running_rss_kib"])
+    line("smallest memory limit for run true KiB", lambda o: o["min_limit"]["min_limit_kib"])
+    wrapped = [(n, o["wrapper_ms"]) for n, o in rows if "wrapper_ms" in o]
+    for name, ms in wrapped:
+        print(f"note: {name} runs through hack/crun-v1 (hybrid host); the wrapper alone costs {ms} ms "
+              "per command, included in its times above", file=out)
+    if base.get("batch"):
+        for name, once in rows:
+            if once.get("batch") and name != baseline:
+                r = once["batch"]["total_ms"] / base["batch"]["total_ms"]
+                print(f"batch ratio {name}/{baseline}: {r:.2f}", file=out)
+
+
 def parse_runtimes(specs: list[str], skip: list[str]) -> dict[str, list[str]]:
     rts: dict[str, list[str]] = {"pyrunc": [str(REPO / ".venv/bin/pyrunc")], "runc": ["runc"]}
+    if shutil.which("crun"):
+        rts["crun"] = [str(REPO / "hack" / "crun-v1")] if _hybrid_cgroups() else ["crun"]
     for s in specs:
         name, eq, cmd = s.partition("=")
         if not eq or not name or not cmd.strip():
@@ -281,8 +451,11 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default %(default)s)")
     ap.add_argument("--baseline", default="runc", help="ratios are to this runtime (default %(default)s)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    ap.add_argument("--oci-version", metavar="V",
-                    help="ociVersion of the bench bundle (default: mkbundle's; crun 1.8 wants 1.0.x/1.1.x)")
+    ap.add_argument("--oci-version", metavar="V", default="1.0.2",
+                    help="ociVersion of the bench bundle (default %(default)s: crun 1.8 refuses 1.3.0)")
+    ap.add_argument("--batch", type=int, default=50, help="containers created+started in a row (0: skip)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the RSS/PSS measurement")
+    ap.add_argument("--no-min-limit", action="store_true", help="skip the smallest-memory-limit search")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     a = ap.parse_args(argv)
     if a.n < 1:
@@ -310,6 +483,7 @@ def main(argv=None) -> int:
         bundles = {"true": workdir / "bundle"}
         extra = {"oci_version": a.oci_version} if a.oci_version else {}
         cfg = mk.make_bundle(bundles["true"], args=["/bin/true"], hostname="bench", **extra)
+        base_cfg = json.loads(json.dumps(cfg))
         # Same rootfs, second config: the long-running process for the lifecycle.
         bundles["sleep"] = workdir / "bundle-sleep"
         bundles["sleep"].mkdir()
@@ -350,7 +524,25 @@ def main(argv=None) -> int:
             active = [r for r in active if r.active]
 
         summary = summarize(runtimes, a.baseline)
+        for rt in [r for r in runtimes if r.active]:
+            extra = summary[rt.name].setdefault("once", {})
+            try:
+                if a.batch:
+                    progress(f"bench.py: {rt.name}: {a.batch} containers in a row")
+                    extra["batch"] = batch(rt, bundles, a.batch)
+                if not a.no_memory:
+                    extra["memory"] = memory(rt, bundles)
+                if not a.no_min_limit:
+                    progress(f"bench.py: {rt.name}: smallest memory limit for run true")
+                    extra["min_limit"] = min_memory_limit(rt, workdir, base_cfg, bundles["true"] / "rootfs")
+                cost = wrapper_cost(rt.cmd)
+                if cost is not None:
+                    extra["wrapper_ms"] = cost
+            except OpFailed as e:
+                rt.note = (rt.note + "; " if rt.note else "") + f"once-per-runtime part stopped: {e}"
+                rc = 1
         print_table(summary, a.baseline, a.n)
+        print_once(summary, a.baseline)
         if a.json:
             doc = {"iterations": a.n, "warmup": a.warmup, "baseline": a.baseline,
                    "host": {"kernel": platform.release(), "cpus": os.cpu_count(),

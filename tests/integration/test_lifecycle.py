@@ -240,6 +240,28 @@ def test_run_forwards_signals_to_the_container(pyrunc, make_bundle) -> None:
     assert proc.wait(timeout=10) == 42
 
 
+def test_run_passes_on_signals_that_arrive_while_it_creates(pyrunc, make_bundle, tmp_path: Path) -> None:
+    """A SIGTERM to `pyrunc run` while a createRuntime hook still runs is kept and sent to the
+    container once it has started (runc installs its handler before creating, too)."""
+    marker = tmp_path / "hook-running"
+    bundle = make_bundle(["sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.05; done"])
+    edit_config(bundle, lambda c: c.update(hooks={"createRuntime": [
+        {"path": "/bin/sh", "args": ["sh", "-c", f"touch {marker}; sleep 1"]}]}))
+    cid = new_id()
+    proc = subprocess.Popen(pyrunc.argv("run", "-b", str(bundle), cid), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not marker.exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    proc.terminate()  # the container does not exist yet
+    rc = proc.wait(timeout=30)
+    # 42: the shell's trap ran; 143: SIGTERM came before the trap was set. Either way it reached
+    # the container and pyrunc itself did not die of it (-15).
+    assert rc in (42, 143), (rc, proc.stderr.read() if proc.stderr else "")
+    assert cid not in pyrunc.ids()
+
+
 def test_version_and_help() -> None:
     from conftest import PYRUNC
     out = subprocess.run([PYRUNC, "--version"], capture_output=True, text=True, check=True).stdout.splitlines()

@@ -18,8 +18,10 @@ stamp="$venv/.pyrunc-setup-stamp"
 # which tests/integration/test_seccomp.py resolves and runs
 # uidmap: newuidmap/newgidmap, which a rootless pyrunc runs (as runc does) for id maps of more
 # than the user's own id (tests/integration/test_rootless.py)
+# podman conmon containerd docker.io: the engines tests/e2e drives pyrunc with (each started there with
+# private directories; their system daemons are kept from starting, see policy-rc.d below)
 packages=(busybox-static libcap-dev gcc python3-venv python3-dev runc crun iproute2 libseccomp2
-          golang-github-containers-common uidmap)
+          golang-github-containers-common uidmap podman conmon containerd docker.io)
 
 die() { echo "setup.sh: ERROR: $*" >&2; exit 1; }
 
@@ -74,6 +76,13 @@ mapfile -t missing < <(missing_packages)
 if ((${#missing[@]})); then
     ((EUID == 0)) || die "missing Debian packages (${missing[*]}) and not root: run as root"
     export DEBIAN_FRONTEND=noninteractive
+    # docker.io's and containerd's postinst start system daemons (invoke-rc.d): deny it while we
+    # install, unless the machine already has a policy of its own
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        trap 'rm -f "$log" /usr/sbin/policy-rc.d' EXIT
+    fi
     updated=0
     mapfile -t unknown < <(no_candidate "${missing[@]}")
     if ((${#unknown[@]})); then

@@ -99,6 +99,10 @@ class Runtime:
         bundle = os.path.abspath(bundle)
         doc, cfg = load_bundle(bundle)
         rootfs = _check_runnable(cfg, bundle)
+        netdevs = None
+        if cfg.linux.net_devices:  # checked on the host now, moved at the PID step (netdevices.py)
+            from .netdevices import NetDevices
+            netdevs = NetDevices(cfg.linux, os.geteuid() != 0)
         terminal = cfg.process is not None and cfg.process.terminal
         sink = _ConsoleSink(terminal, not foreground, console_socket)
         pidfd_sock = None
@@ -163,7 +167,8 @@ class Runtime:
                     "debug": self.debug},
                 write_id_maps=_then("usermap", lambda pid: write_id_maps(pid, cfg.linux.uid_mappings,
                                                                          cfg.linux.gid_mappings)),
-                on_pid=_then("pid", container._record_init_pid),
+                on_pid=_then("pid", netdevs.on_pid(container._record_init_pid) if netdevs
+                             else container._record_init_pid),
                 run_hooks=_then("hooks", lambda: container._run_create_hooks(cfg)),
                 mount_fd=_then("mount-fd", lambda msg: container._idmapped_tree(cfg, msg)),
                 warn=self.warn,
@@ -181,6 +186,8 @@ class Runtime:
             entry.write_state(st)
         except BaseException:
             sink.close(master_too=True)
+            if netdevs is not None:
+                _quietly(netdevs.restore)  # while the namespace lives: the devices go back to the host
             init.abort()
             if cgroup is not None:
                 _quietly(cgroup.destroy)
@@ -188,6 +195,8 @@ class Runtime:
             raise
         finally:
             init.close()
+            if netdevs is not None:
+                netdevs.close()
             entry.unlock()
             if pidfd_sock is not None:
                 pidfd_sock.close()
@@ -643,7 +652,7 @@ def _check_implemented(cfg: Config) -> None:
     if (proc is not None and (proc.apparmor_profile or proc.selinux_label)) or lx.mount_label:
         from .lsm import problems
         missing += problems(proc, lx)
-    for name, value in (("linux.intelRdt", lx.intel_rdt), ("linux.netDevices", lx.net_devices),
+    for name, value in (("linux.intelRdt", lx.intel_rdt),
                         ("linux.personality", lx.personality), ("linux.memoryPolicy", lx.memory_policy),
                         ("process.ioPriority", proc and proc.io_priority),
                         ("process.scheduler", proc and proc.scheduler),

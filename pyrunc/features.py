@@ -17,7 +17,7 @@ def features(version: str, spec_version: str) -> dict:
     from .config import CAPABILITIES, NAMESPACE_TYPES
     from .init.rootfs import _CLEAR_FLAGS, _RECURSIVE, _SET_FLAGS, PROPAGATION
 
-    mount_options = sorted({*_SET_FLAGS, *_CLEAR_FLAGS, *PROPAGATION, *_RECURSIVE, "idmap", "ridmap"})
+    mount_options = sorted({*_SET_FLAGS, *_CLEAR_FLAGS, *PROPAGATION, *_RECURSIVE, "idmap", "ridmap", "tmpcopyup"})
     out: dict = {
         "ociVersionMin": OCI_VERSION_MIN,
         "ociVersionMax": spec_version,
@@ -32,7 +32,7 @@ def features(version: str, spec_version: str) -> dict:
             "selinux": {"enabled": True},
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": True}},
-            "netDevices": {"enabled": False},
+            "netDevices": {"enabled": True},  # pyrunc/netdevices.py
         },
         "annotations": {"org.opencontainers.pyrunc.version": version},
         "potentiallyUnsafeConfigAnnotations": [],  # pyrunc acts on no annotation

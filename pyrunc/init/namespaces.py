@@ -87,11 +87,29 @@ def _open_namespace(index: int, ns: object) -> int:
         got = os.readlink(f"/proc/self/fd/{fd}")  # e.g. "net:[4026532201]"
     except OSError:
         got = ""
+    if ":[" not in got:
+        # a bind mount of a namespace (dockerd's exec-root/netns/default, ip netns files): its fd
+        # links to the mount's path, not "net:[...]"; ask the kernel for its type
+        got = _bound_namespace_type(fd)
     if not got.startswith(want + ":["):
         os.close(fd)
         kind = f"a {got.split(':[')[0]} namespace" if ":[" in got else "not a namespace"
         raise OSError(22, f"{where}: {path} is {kind}, not a {ns.type} namespace")  # type: ignore[attr-defined]
     return fd
+
+
+def _bound_namespace_type(fd: int) -> str:
+    """"<proc name>:[]" of the namespace open on ``fd`` (ioctl NS_GET_NSTYPE), "" if it is none."""
+    import fcntl
+
+    try:
+        flag = fcntl.ioctl(fd, 0xB703)  # NS_GET_NSTYPE: the namespace's CLONE_NEW* flag
+    except OSError:
+        return ""
+    for ns_type, value in L.NAMESPACE_FLAGS.items():
+        if value == flag:
+            return L.NAMESPACE_PROC_NAMES[ns_type] + ":[]"
+    return ""
 
 
 def fork_init(chan: Channel) -> Message:

@@ -73,13 +73,13 @@ DEV_SYMLINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
 
 
 class MountOptions:
-    __slots__ = ("flags", "propagation", "rec_set", "rec_clear", "data", "idmap", "recursive_idmap")
+    __slots__ = ("flags", "propagation", "rec_set", "rec_clear", "data", "idmap", "recursive_idmap", "copyup")
 
     def __init__(self, options: list[str]) -> None:
         self.flags = 0
         self.propagation = 0
         self.rec_set = self.rec_clear = 0
-        self.idmap = self.recursive_idmap = False
+        self.idmap = self.recursive_idmap = self.copyup = False
         data = []
         for opt in options:
             if opt in _SET_FLAGS:
@@ -93,8 +93,8 @@ class MountOptions:
                 self.rec_set, self.rec_clear = (self.rec_set | s) & ~c, (self.rec_clear | c) & ~s
             elif opt in ("idmap", "ridmap"):
                 self.idmap, self.recursive_idmap = True, opt == "ridmap"
-            elif opt == "tmpcopyup":
-                raise NotSupportedError("mount option tmpcopyup is not supported by pyrunc yet")
+            elif opt == "tmpcopyup":  # runc's extension (podman --read-only): see _copy_up
+                self.copyup = True
             else:
                 data.append(opt)
         self.data = ",".join(data)
@@ -202,6 +202,8 @@ class RootfsBuilder:
         bind = m.type == "bind" or bool(opts.flags & L.MS_BIND)  # type: ignore[attr-defined]
         if opts.idmap and not bind:
             raise NotSupportedError(f"mount of {m.destination}: idmap is supported on bind mounts only")  # type: ignore[attr-defined]
+        if opts.copyup and (bind or m.type != "tmpfs"):  # type: ignore[attr-defined]
+            raise NotSupportedError(f"mount of {m.destination}: tmpcopyup is for tmpfs mounts only")  # type: ignore[attr-defined]
         if opts.idmap:
             self._idmapped_bind(m, opts)
         elif bind:
@@ -213,10 +215,20 @@ class RootfsBuilder:
             data = opts.data
             if m.type in _LABELLED:  # type: ignore[attr-defined]
                 data = with_mount_label(data, self.mount_label)
+            # tmpcopyup: the directory the tmpfs covers, opened before it is covered
+            below = os.open(fd_path(fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if opts.copyup else -1
             try:
                 L.mount(m.source or m.type, fd_path(fd), m.type, opts.flags, data or None)  # type: ignore[attr-defined]
+                if below >= 0:
+                    top = open_in_root(self.root_fd, m.destination, os.O_RDONLY | os.O_DIRECTORY)  # type: ignore[attr-defined]
+                    try:
+                        _copy_up(below, top)
+                    finally:
+                        os.close(top)
             finally:
                 os.close(fd)
+                if below >= 0:
+                    os.close(below)
         self._after_mount(m.destination, opts)  # type: ignore[attr-defined]
 
     def _bind(self, m: object, opts: MountOptions) -> None:
@@ -458,6 +470,46 @@ class RootfsBuilder:
             if flag is None:
                 raise ConfigError([f"linux.rootfsPropagation: unknown value {self.propagation!r}"])
             L.mount(None, "/", None, flag)
+
+
+def _copy_up(src: int, dst: int) -> None:
+    """tmpcopyup: copy the tree of the directory fd ``src`` into ``dst`` (the fresh tmpfs on top of
+    it), keeping modes and owners, as runc does; the tmpfs root takes the directory's own."""
+    st = os.fstat(src)
+    os.fchmod(dst, stat.S_IMODE(st.st_mode))
+    os.fchown(dst, st.st_uid, st.st_gid)
+    with os.scandir(src) as entries:
+        names = [e.name for e in entries]
+    for name in names:
+        st = os.stat(name, dir_fd=src, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(name, 0o700, dir_fd=dst)
+            s = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
+            d = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst)
+            try:
+                _copy_up(s, d)
+            finally:
+                os.close(s)
+                os.close(d)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dst)
+        elif stat.S_ISREG(st.st_mode):
+            s = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
+            try:
+                d = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dst)
+                try:
+                    while os.sendfile(d, s, None, 1 << 20):
+                        pass
+                finally:
+                    os.close(d)
+            finally:
+                os.close(s)
+        else:  # fifos, sockets, device nodes
+            os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dst)
+        os.chown(name, st.st_uid, st.st_gid, dir_fd=dst, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dst)
 
 
 def _same_file(a: str, b: str) -> bool:

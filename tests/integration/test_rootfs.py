@@ -785,3 +785,27 @@ def test_host_root_is_unreachable(pyrunc, bundle_on, private_rootfs: Path, escap
     assert lines[3] == "/inside-marker yes", out  # the control escape reached the container's root
     assert set(lines[4].split()) == set(os.listdir(private_rootfs))
     assert lines[5] == lines[6] == f"{root.st_dev}:{root.st_ino}"
+
+
+def test_tmpcopyup_fills_the_tmpfs_with_what_it_covers(pyrunc, bundle_on, private_rootfs: Path) -> None:
+    """runc's tmpcopyup (podman --read-only puts it on its tmpfs mounts): the tmpfs starts with a
+    copy of the directory it covers (modes, owners, links kept); writes stay in the tmpfs."""
+    etc = private_rootfs / "etc"
+    (etc / "sub").mkdir()
+    (etc / "sub" / "deep").write_text("deep\n")
+    os.chown(etc / "sub" / "deep", 1000, 1000)
+    os.chmod(etc / "sub" / "deep", 0o640)
+    os.symlink("sub/deep", etc / "link")
+    bundle = bundle_on(sh("cat /etc/link; stat -c '%u:%g %a' /etc/sub/deep; grep -c root /etc/passwd",
+                          "echo new > /etc/written && cat /etc/written",
+                          "grep -E ' /etc (tmpfs|.* - tmpfs)' /proc/self/mountinfo | wc -l"))
+    edit_config(bundle, lambda c: c["mounts"].append(
+        {"destination": "/etc", "type": "tmpfs", "source": "tmpfs", "options": ["tmpcopyup", "nosuid"]}))
+    p = pyrunc("run", "-b", str(bundle), new_id())
+    assert p.stdout.split("\n")[:5] == ["deep", "1000:1000 640", "1", "new", "1"], p.stdout
+    assert not (etc / "written").exists()  # the rootfs's /etc got nothing
+    bad = bundle_on(["true"])
+    edit_config(bad, lambda c: c["mounts"].append(
+        {"destination": "/etc", "type": "bind", "source": str(etc), "options": ["rbind", "tmpcopyup"]}))
+    p = pyrunc("run", "-b", str(bad), new_id(), check=False)
+    assert p.returncode == 1 and "tmpcopyup is for tmpfs mounts only" in p.stderr

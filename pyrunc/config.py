@@ -363,13 +363,18 @@ def _linux(lx: dict) -> Linux:
     )
 
 
+def _mount_dest(dest: str) -> str:
+    """config.md: a relative mount destination (deprecated) MUST be taken as relative to "/"."""
+    return dest if dest.startswith("/") else "/" + dest
+
+
 def _config(doc: dict) -> Config:
     root, proc, hooks = doc.get("root"), doc.get("process"), doc.get("hooks") or {}
     return Config(
         oci_version=doc["ociVersion"],
         root=None if root is None else Root(root["path"], bool(root.get("readonly", False))),
         process=None if proc is None else _process(proc),
-        mounts=[Mount(m["destination"], m.get("type", ""), m.get("source", ""),
+        mounts=[Mount(_mount_dest(m["destination"]), m.get("type", ""), m.get("source", ""),
                       list(m.get("options") or ()), _idmaps(m.get("uidMappings")),
                       _idmaps(m.get("gidMappings"))) for m in doc.get("mounts") or ()],
         hostname=doc.get("hostname", ""),
@@ -457,9 +462,8 @@ def check_semantics(doc: dict) -> list[str]:
             out.append(f"{field}: cannot be set in the host's UTS namespace (the one linux.namespaces joins)")
 
     for i, m in enumerate(doc.get("mounts") or []):
-        dest = m.get("destination", "")
-        if not dest.startswith("/"):
-            out.append(f"mounts[{i}].destination: must be an absolute path, got {dest!r}")
+        # config.md: a relative destination (deprecated) is relative to "/"
+        dest = _mount_dest(m.get("destination", ""))
         if m.get("type") in ("bind", "rbind") or "bind" in (m.get("options") or ()) \
                 or "rbind" in (m.get("options") or ()):
             # normpath keeps a leading "//": fold it, so "//dev" is caught too (symlinks to /dev

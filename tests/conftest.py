@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures shared by the security tests (probe, scratch, own_rootfs).
+pytest_plugins = ["security_helpers"]
+
 REPO = Path(__file__).resolve().parent.parent
 PYRUNC = os.environ.get("PYRUNC", str(REPO / ".venv" / "bin" / "pyrunc"))
 TEST_PREFIX = f"pyrunc-t{os.getpid()}-"
@@ -223,3 +226,45 @@ def leak_check(workdir: Path, state_root: Path) -> None:
     if procs:
         problems.append(f"processes left in our cgroups: {procs}")
     assert not problems, "leaks after the test session:\n" + "\n".join(problems)
+
+
+# ------------------------------------------------------------------------------------ shared helpers
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a dict of its fields."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
+    return out
+
+
+class FdListener:
+    """The receiving end of --console-socket or --pidfd-socket, as containerd's shim or conmon has
+    it: an AF_UNIX stream listener; ``receive`` takes the next connection's fd and the bytes sent
+    with it."""
+
+    def __init__(self, path: Path) -> None:
+        import socket
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(4)
+        self.sock.settimeout(20)
+
+    def receive(self) -> tuple[int, bytes]:
+        import array
+        import socket
+        conn, _ = self.sock.accept()
+        with conn:
+            fds = array.array("i")
+            data, anc, _flags, _addr = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[:fds.itemsize])
+        assert len(fds) == 1, f"no fd came with {data!r}"
+        return fds[0], data
+
+    def close(self) -> None:
+        self.sock.close()

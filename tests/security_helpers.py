@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 PROBE_C = r"""
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -245,20 +247,20 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
         time.sleep(0.02)
 
 
-# ------------------------------------------------------------------ fixtures' bodies, container helpers
-# (the test files wrap these in fixtures of their own)
+# ------------------------------------------------------------------ fixtures (imported by the test files), container helpers
 
 
-def session_probe(workdir: Path) -> Path:
-    import pytest
-
+@pytest.fixture(scope="session")
+def probe(workdir: Path) -> Path:
+    """The static C probe, built once per session (skips without a compiler)."""
     path = build_probe(workdir / "probe")
     if path is None:
         pytest.skip("no C compiler for the static probe")
     return path
 
 
-def scratch_dir(workdir: Path):  # type: ignore[no-untyped-def]
+@pytest.fixture
+def scratch(workdir: Path):  # type: ignore[no-untyped-def]
     """A directory of the test's own that a user namespace's ids can reach (not pytest's 0700 tmp)."""
     d = Path(tempfile.mkdtemp(prefix="sec-", dir=workdir))
     d.chmod(0o755)
@@ -266,7 +268,8 @@ def scratch_dir(workdir: Path):  # type: ignore[no-untyped-def]
     shutil.rmtree(d, ignore_errors=True)
 
 
-def probe_rootfs(scratch: Path, probe: Path) -> Path:
+@pytest.fixture
+def own_rootfs(scratch: Path, probe: Path) -> Path:
     """A private busybox rootfs with /bin/probe in it, to plant files in."""
     from conftest import mkbundle
 

@@ -83,7 +83,8 @@ class Engine:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             p = subprocess.run([*self.base, *args], input=input.encode() if input is not None else None,
                                stdin=stdin if stdin is not None else (None if input is not None else subprocess.DEVNULL),
-                               stdout=out, stderr=err, timeout=timeout, env=self.env)
+                               stdout=out, stderr=err, timeout=timeout, env=self.env,
+                               cwd=self.home)  # conmon writes files such as "oom" where it runs
             out.seek(0)
             err.seek(0)
             p.stdout = out.read().decode(errors="replace")
@@ -510,3 +511,41 @@ def _docker_ids_from_log(log: Path) -> set[str]:
         return set()
     return set(re.findall(r"container=([0-9a-f]{64})", text)) | set(re.findall(r"\b([0-9a-f]{64})\b", text)) \
         - set(re.findall(r"sha256:([0-9a-f]{64})", text))
+
+
+# ------------------------------------------------------------------------------------ host side
+
+
+def host_cgroup_file(pid: int | str, ctrl: str, name: str) -> str:
+    """A v1 cgroup file of process ``pid`` read from the host (its path from /proc/PID/cgroup)."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _n, ctrls, path = line.rstrip("\n").split(":", 2)
+            if ctrl in ctrls.split(","):
+                for mnt in (ctrls, ctrl):
+                    p = Path("/sys/fs/cgroup") / mnt / path.lstrip("/") / name
+                    if p.exists():
+                        return p.read_text().strip()
+    raise AssertionError(f"no {ctrl} cgroup file {name} for pid {pid}")
+
+
+def status_field(pid: int | str, field: str) -> str:
+    """A field of /proc/PID/status, seen from the host."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def missing_bounding_caps() -> list[int]:
+    """Capability numbers the host's bounding set lacks (runc and pyrunc cannot grant them)."""
+    bnd = int(status_field(os.getpid(), "CapBnd"), 16)
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    return [c for c in range(last + 1) if not bnd & (1 << c)]
+
+
+SECCOMP_DENY_MKDIR = {  # the docker/podman profile format (also a valid runtime-spec LinuxSeccomp)
+    "defaultAction": "SCMP_ACT_ALLOW",
+    "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+}

@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from .conftest import SECCOMP_DENY_MKDIR, missing_bounding_caps, status_field
+
 pytestmark = pytest.mark.usefixtures("containerd")
 _n = itertools.count(1)
 
@@ -194,3 +196,66 @@ def test_ten_in_parallel(containerd):
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
         outs = list(pool.map(one, range(10)))
     assert outs == [f"c{i}\n" for i in range(10)]
+
+
+def test_cpus(containerd):
+    cid = new_id(containerd)
+    containerd("run", "-d", *containerd.run_args, "--cpus", "0.5", containerd.image, cid, "sleep", "300")
+    try:
+        # (ctr's spec mounts no cgroup filesystem, with runc neither: read from the host only)
+        host = [open(f"/sys/fs/cgroup/cpu/pyrunc-e2e/{cid}/{f}").read().strip()
+                for f in ("cpu.cfs_quota_us", "cpu.cfs_period_us")]
+        assert host == ["50000", "100000"]
+    finally:
+        containerd("task", "kill", "-s", "SIGKILL", cid)
+        _wait_stopped(containerd, cid)
+        containerd("task", "delete", cid)
+        containerd("containers", "delete", cid)
+
+
+def test_custom_seccomp_profile(containerd, tmp_path):
+    """`--seccomp-profile` takes a runtime-spec LinuxSeccomp (the same JSON works here)."""
+    profile = tmp_path / "deny-mkdir.json"
+    profile.write_text(json.dumps(SECCOMP_DENY_MKDIR))
+    p = run(containerd, "--seccomp", "--seccomp-profile", str(profile), "--",
+            "sh", "-c", "grep Seccomp: /proc/self/status; mkdir /tmp/d 2>&1; echo rc=$?; touch /tmp/f && echo touched")
+    assert "Seccomp:\t2" in p.stdout
+    assert "Operation not permitted" in p.stdout and "rc=1" in p.stdout and "touched" in p.stdout
+
+
+def test_stdin(containerd):
+    """ctr run never closes the task's stdin (no CloseIO; runc the same): read lines, not to EOF."""
+    p = containerd("run", "--rm", *containerd.run_args, containerd.image, new_id(containerd),
+                   "sh", "-c", "head -n 3 | wc -l; echo done", input="one\ntwo\nthree\n")
+    assert p.stdout.split() == ["3", "done"]
+
+
+def test_privileged(containerd):
+    argv = ["sh", "-c", "grep -E '^(CapEff|Seccomp):' /proc/self/status; mount -t tmpfs none /mnt && echo mounted"]
+    p = run(containerd, "--privileged", "--", *argv, check=False)
+    if p.returncode != 0:
+        runc_args = [a if a != containerd.run_args[3] else "runc" for a in containerd.run_args]
+        r = containerd("run", "--rm", *runc_args, "--privileged", containerd.image, new_id(containerd), *argv,
+                       check=False)
+        if r.returncode != 0:
+            pytest.skip(f"ctr --privileged asks for every capability, the host's bounding set lacks "
+                        f"{missing_bounding_caps()}; runc fails too: {r.stderr.strip()[-200:]}")
+    assert p.returncode == 0, p.stderr
+    assert "mounted" in p.stdout and "Seccomp:\t0" in p.stdout
+
+
+def test_userns_uidmap(containerd):
+    cid = new_id(containerd)
+    containerd("run", "-d", *containerd.run_args, "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536",
+               containerd.image, cid, "sleep", "300", timeout=120)
+    try:
+        p = containerd("task", "exec", "--exec-id", "e1", cid, "sh", "-c",
+                       "cat /proc/self/uid_map; id -u; stat -c %u /bin/sh")
+        assert p.stdout.split() == ["0", "100000", "65536", "0", "0"]
+        pid = containerd("task", "ls").stdout.split(cid, 1)[1].split()[0]
+        assert status_field(pid, "Uid").split()[0] == "100000"
+    finally:
+        containerd("task", "kill", "-s", "SIGKILL", cid)
+        _wait_stopped(containerd, cid)
+        containerd("task", "delete", cid)
+        containerd("containers", "delete", cid)

@@ -9,6 +9,7 @@ driver: /docker/<id>), the mount table and pyrunc's state.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import pty
 import select
@@ -16,6 +17,8 @@ import subprocess
 import time
 
 import pytest
+
+from .conftest import SECCOMP_DENY_MKDIR, host_cgroup_file, missing_bounding_caps, status_field
 
 IMAGE = "busybox:e2e"
 pytestmark = pytest.mark.usefixtures("docker")
@@ -234,3 +237,139 @@ def test_ten_in_parallel(docker):
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
         outs = list(pool.map(one, range(10)))
     assert outs == [f"c{i}\n" for i in range(10)]
+
+
+def detached(docker, *args: str) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    """`docker run -d` of ``sleep 300`` with ``args`` as flags: (id, host pid of its init)."""
+    cid = docker("run", "-d", "--network", "none", *args, IMAGE, "sleep", "300").stdout.strip()
+    return cid, int(docker("inspect", "-f", "{{.State.Pid}}", cid).stdout)
+
+
+def test_cpus(docker):
+    cid, pid = detached(docker, "--cpus", "0.5")
+    try:
+        inside = docker("exec", cid, "sh", "-c", f"{cgroup_file('cpu', 'cpu.cfs_quota_us')}; "
+                                                 f"{cgroup_file('cpu', 'cpu.cfs_period_us')}").stdout.split()
+        assert inside == ["50000", "100000"]
+        assert [host_cgroup_file(pid, "cpu", f) for f in ("cpu.cfs_quota_us", "cpu.cfs_period_us")] == inside
+    finally:
+        docker("rm", "-f", cid)
+
+
+def test_oom_score_adj(docker):
+    cid, pid = detached(docker, "--oom-score-adj", "123")
+    try:
+        assert docker("exec", cid, "cat", "/proc/self/oom_score_adj").stdout == "123\n"
+        assert open(f"/proc/{pid}/oom_score_adj").read() == "123\n"
+    finally:
+        docker("rm", "-f", cid)
+
+
+def test_sysctl(docker):
+    host = open("/proc/sys/kernel/shm_rmid_forced").read()
+    p = run(docker, "--sysctl", "kernel.shm_rmid_forced=1", "--sysctl", "net.ipv4.ip_forward=1", "--",
+            "cat", "/proc/sys/kernel/shm_rmid_forced", "/proc/sys/net/ipv4/ip_forward")
+    assert p.stdout.split() == ["1", "1"]
+    assert open("/proc/sys/kernel/shm_rmid_forced").read() == host  # the container's IPC namespace only
+
+
+def test_custom_seccomp_profile(docker, tmp_path):
+    profile = tmp_path / "deny-mkdir.json"
+    profile.write_text(json.dumps(SECCOMP_DENY_MKDIR))
+    p = run(docker, "--security-opt", f"seccomp={profile}", "--",
+            "sh", "-c", "grep Seccomp: /proc/self/status; mkdir /tmp/d 2>&1; echo rc=$?; touch /tmp/f && echo touched")
+    assert "Seccomp:\t2" in p.stdout
+    assert "Operation not permitted" in p.stdout and "rc=1" in p.stdout and "touched" in p.stdout
+
+
+def test_masked_paths(docker):
+    masked = run(docker, "sh", "-c", "wc -c < /proc/timer_list; grep -c ' /proc/timer_list ' /proc/mounts").stdout
+    assert masked.split() == ["0", "1"]  # /dev/null bound over it
+    p = run(docker, "--security-opt", "systempaths=unconfined", "--",
+            "sh", "-c", "wc -c < /proc/timer_list; grep -c ' /proc/timer_list ' /proc/mounts", check=False)
+    size, mounts = p.stdout.split()
+    assert int(size) > 0 and mounts == "0", p.stdout
+
+
+def test_device(docker):
+    p = run(docker, "--device", "/dev/null:/dev/mynull", "--",
+            "sh", "-c", "stat -c '%F %t:%T' /dev/mynull; echo data > /dev/mynull && wc -c < /dev/mynull; "
+                        f"{cgroup_file('devices', 'devices.list')}")
+    lines = p.stdout.splitlines()
+    assert lines[:2] == ["character special file 1:3", "0"], p.stdout
+    assert "c 1:3 rwm" in lines[2:], p.stdout
+
+
+def test_privileged(docker):
+    argv = ["sh", "-c", "grep -E '^(CapEff|Seccomp):' /proc/self/status; wc -c < /proc/timer_list; "
+                        "test -e /dev/loop-control && echo host-devices; mount -t tmpfs none /mnt && echo mounted"]
+    p = run(docker, "--privileged", "--", *argv, check=False)
+    if p.returncode != 0:
+        r = run(docker, "--privileged", "--runtime", "runc", "--", *argv, check=False)
+        if r.returncode != 0:
+            pytest.skip(f"--privileged asks for every capability, the host's bounding set lacks "
+                        f"{missing_bounding_caps()}; runc fails too: {r.stderr.strip()[-200:]}")
+    assert p.returncode == 0, p.stderr
+    fields = p.stdout.split()
+    assert fields[1] == status_field(os.getpid(), "CapBnd")  # everything the host's bounding set has
+    assert fields[2:4] == ["Seccomp:", "0"] and int(fields[4]) > 0
+    assert "host-devices" in fields and "mounted" in fields
+
+
+def test_stdin(docker):
+    p = docker("run", "--rm", "-i", "--network", "none", IMAGE, "sh", "-c", "wc -l; echo done",
+               input="one\ntwo\nthree\n")
+    assert p.stdout.split() == ["3", "done"]
+    assert docker("run", "--rm", "-i", "--network", "none", IMAGE, "cat", input="piped\n").stdout == "piped\n"
+
+
+def test_init(docker):
+    """dockerd's --init binds its docker-init (tini) at /sbin/docker-init."""
+    info = docker("info", "-f", "{{json .InitCommit}}").stdout
+    if not os.path.exists("/usr/bin/docker-init") and not os.path.exists("/usr/libexec/docker/docker-init"):
+        pytest.skip(f"docker-init is not installed (tini package): {info.strip()}")
+    cid, pid = detached(docker, "--init")
+    try:
+        assert docker("exec", cid, "cat", "/proc/1/cmdline").stdout.split("\0")[:2] == ["/sbin/docker-init", "--"]
+        assert "sleep 300" in docker("top", cid).stdout
+        t0 = time.monotonic()
+        docker("stop", "-t", "10", cid)  # the init forwards SIGTERM to sleep: no wait for the SIGKILL
+        assert time.monotonic() - t0 < 8
+        assert docker("inspect", "-f", "{{.State.ExitCode}}", cid).stdout.strip() == "143"
+    finally:
+        docker("rm", "-f", cid)
+
+
+def test_restart(docker):
+    cid, pid = detached(docker)
+    try:
+        docker("restart", "-t", "0", cid)
+        assert docker("inspect", "-f", "{{.State.Status}}", cid).stdout.strip() == "running"
+        new_pid = int(docker("inspect", "-f", "{{.State.Pid}}", cid).stdout)
+        assert new_pid != pid and not os.path.exists(f"/proc/{pid}/status")
+        assert docker("exec", cid, "echo", "ok").stdout == "ok\n"
+    finally:
+        docker("rm", "-f", cid)
+
+
+def test_restart_policy_on_failure(docker):
+    name = "e2e-restart"
+    docker("run", "-d", "--name", name, "--network", "none", "--restart", "on-failure:2", IMAGE,
+           "sh", "-c", "echo run; exit 3")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = docker("inspect", "-f", "{{.State.Status}} {{.RestartCount}}", name).stdout.split()
+            if state == ["exited", "2"]:
+                break
+            time.sleep(0.3)
+        assert state == ["exited", "2"]
+        assert docker("logs", name).stdout == "run\n" * 3
+        assert docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "3"
+    finally:
+        docker("rm", "-f", name)
+
+
+def test_userns():
+    pytest.skip("docker's --userns needs a daemon started with userns-remap, which makes the host user "
+                "dockremap and its /etc/subuid ranges (host configuration, not changed by the tests)")

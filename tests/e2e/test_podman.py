@@ -7,13 +7,17 @@ every container it made is gone from there, from the cgroups and from the mount 
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
+import shutil
 import pty
 import select
 import subprocess
 import time
 
 import pytest
+
+from .conftest import SECCOMP_DENY_MKDIR, host_cgroup_file, status_field
 
 IMAGE = "localhost/busybox:e2e"
 pytestmark = pytest.mark.usefixtures("podman")
@@ -230,3 +234,152 @@ def test_ten_in_parallel(podman):
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
         outs = list(pool.map(one, range(10)))
     assert outs == [f"c{i}\n" for i in range(10)]
+
+
+def detached(podman, *args: str) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    """`podman run -d` of ``sleep 300`` with ``args`` as flags: (id, host pid of its init)."""
+    cid = podman("run", "-d", "--network", "none", *args, IMAGE, "sleep", "300").stdout.strip()
+    return cid, int(podman("inspect", "-f", "{{.State.Pid}}", cid).stdout)
+
+
+def test_cpus(podman):
+    cid, pid = detached(podman, "--cpus", "0.5")
+    try:
+        inside = podman("exec", cid, "sh", "-c", f"{cgroup_file('cpu', 'cpu.cfs_quota_us')}; "
+                                                 f"{cgroup_file('cpu', 'cpu.cfs_period_us')}").stdout.split()
+        assert inside == ["50000", "100000"]
+        assert [host_cgroup_file(pid, "cpu", f) for f in ("cpu.cfs_quota_us", "cpu.cfs_period_us")] == inside
+    finally:
+        podman("rm", "-f", "-t", "0", cid)
+
+
+def test_oom_score_adj(podman):
+    cid, pid = detached(podman, "--oom-score-adj", "123")
+    try:
+        assert podman("exec", cid, "cat", "/proc/self/oom_score_adj").stdout == "123\n"
+        assert open(f"/proc/{pid}/oom_score_adj").read() == "123\n"
+    finally:
+        podman("rm", "-f", "-t", "0", cid)
+
+
+def test_sysctl(podman):
+    host = open("/proc/sys/kernel/shm_rmid_forced").read()
+    p = run(podman, "--sysctl", "kernel.shm_rmid_forced=1", "--sysctl", "net.ipv4.ip_forward=1", "--",
+            "cat", "/proc/sys/kernel/shm_rmid_forced", "/proc/sys/net/ipv4/ip_forward")
+    assert p.stdout.split() == ["1", "1"]
+    assert open("/proc/sys/kernel/shm_rmid_forced").read() == host  # the container's IPC namespace only
+
+
+def test_custom_seccomp_profile(podman, tmp_path):
+    profile = tmp_path / "deny-mkdir.json"
+    profile.write_text(json.dumps(SECCOMP_DENY_MKDIR))
+    p = run(podman, "--security-opt", f"seccomp={profile}", "--",
+            "sh", "-c", "grep Seccomp: /proc/self/status; mkdir /tmp/d 2>&1; echo rc=$?; touch /tmp/f && echo touched")
+    assert "Seccomp:\t2" in p.stdout
+    assert "Operation not permitted" in p.stdout and "rc=1" in p.stdout and "touched" in p.stdout
+
+
+def test_masked_paths(podman):
+    masked = run(podman, "sh", "-c", "wc -c < /proc/timer_list; grep -c ' /proc/timer_list ' /proc/mounts").stdout
+    assert masked.split() == ["0", "1"]  # /dev/null bound over it
+    p = run(podman, "--security-opt", "unmask=/proc/timer_list", "--",
+            "sh", "-c", "wc -c < /proc/timer_list; grep -c ' /proc/timer_list ' /proc/mounts", check=False)
+    size, mounts = p.stdout.split()
+    assert int(size) > 0 and mounts == "0", p.stdout
+
+
+def test_device(podman):
+    p = run(podman, "--device", "/dev/null:/dev/mynull", "--",
+            "sh", "-c", "stat -c '%F %t:%T' /dev/mynull; echo data > /dev/mynull && wc -c < /dev/mynull; "
+                        f"{cgroup_file('devices', 'devices.list')}")
+    lines = p.stdout.splitlines()
+    assert lines[:2] == ["character special file 1:3", "0"], p.stdout
+    assert "c 1:3 rwm" in lines[2:], p.stdout
+
+
+def test_privileged(podman):
+    p = run(podman, "--privileged", "--",
+            "sh", "-c", "grep -E '^(CapEff|Seccomp):' /proc/self/status; wc -c < /proc/timer_list; "
+                        "test -e /dev/loop-control && echo host-devices; mount -t tmpfs none /mnt && echo mounted")
+    fields = p.stdout.split()
+    assert fields[1] == status_field(os.getpid(), "CapBnd")  # everything the host's bounding set has
+    assert fields[2:4] == ["Seccomp:", "0"] and int(fields[4]) > 0
+    assert "host-devices" in fields and "mounted" in fields
+
+
+def test_stdin(podman):
+    p = podman("run", "--rm", "-i", "--network", "none", IMAGE, "sh", "-c", "wc -l; echo done",
+               input="one\ntwo\nthree\n")
+    assert p.stdout.split() == ["3", "done"]
+    assert podman("run", "--rm", "-i", "--network", "none", IMAGE, "cat", input="piped\n").stdout == "piped\n"
+
+
+def test_init(podman):
+    """podman's --init runs catatonit (containers.conf init_path); Debian's podman does not ship it,
+    so tini is given with --init-path where catatonit is missing."""
+    catatonit = "/usr/libexec/podman/catatonit"
+    init = catatonit if os.path.exists(catatonit) else shutil.which("tini-static") or shutil.which("tini")
+    if not init:
+        pytest.skip("no init binary: neither catatonit nor tini is installed")
+    cid, pid = detached(podman, "--init", "--init-path", init)
+    try:
+        assert podman("exec", cid, "cat", "/proc/1/cmdline").stdout.split("\0")[:2] == ["/run/podman-init", "--"]
+        assert os.path.samefile(f"/proc/{pid}/exe", init)  # bind-mounted at /run/podman-init
+        assert "sleep 300" in podman("top", cid).stdout
+        t0 = time.monotonic()
+        podman("stop", "-t", "10", cid)  # the init forwards SIGTERM to sleep: no wait for the SIGKILL
+        assert time.monotonic() - t0 < 8
+        assert podman("inspect", "-f", "{{.State.ExitCode}}", cid).stdout.strip() == "143"
+    finally:
+        podman("rm", "-f", "-t", "0", cid)
+
+
+def test_restart(podman):
+    cid, pid = detached(podman)
+    try:
+        podman("restart", "-t", "0", cid)
+        assert podman("inspect", "-f", "{{.State.Status}}", cid).stdout.strip() == "running"
+        new_pid = int(podman("inspect", "-f", "{{.State.Pid}}", cid).stdout)
+        assert new_pid != pid and not os.path.exists(f"/proc/{pid}/status")
+        assert podman("exec", cid, "echo", "ok").stdout == "ok\n"
+    finally:
+        podman("rm", "-f", "-t", "0", cid)
+
+
+def test_restart_policy_on_failure(podman):
+    name = "e2e-restart"
+    podman("run", "-d", "--name", name, "--network", "none", "--restart", "on-failure:2", IMAGE,
+           "sh", "-c", "echo run; exit 3")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = podman("inspect", "-f", "{{.State.Status}} {{.RestartCount}}", name).stdout.split()
+            if state == ["exited", "2"]:
+                break
+            time.sleep(0.3)
+        assert state == ["exited", "2"]
+        assert podman("logs", name).stdout == "run\n" * 3
+        assert podman("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "3"
+    finally:
+        podman("rm", "-f", "-t", "0", name)
+
+
+def test_userns_uidmap(podman):
+    cid, pid = detached(podman, "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536")
+    try:
+        p = podman("exec", cid, "sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; stat -c %u /bin/sh")
+        assert p.stdout.split() == ["0", "100000", "65536"] * 2 + ["0", "0"]
+        assert status_field(pid, "Uid").split()[0] == "100000"
+        assert status_field(pid, "Gid").split()[0] == "100000"
+        assert os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
+    finally:
+        podman("rm", "-f", "-t", "0", cid)
+
+
+def test_userns_auto(podman):
+    p = run(podman, "--userns", "auto", "--", "cat", "/proc/self/uid_map", check=False)
+    if p.returncode != 0 and "subuid" in p.stderr:
+        pytest.skip("--userns=auto needs a subuid range for user \"containers\" in /etc/subuid "
+                    "(host configuration, not changed by the tests); --uidmap is tested")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split()[0] == "0" and p.stdout.split()[1] != "0"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import edit_config, needs_root, new_id, proc_cgroups
+from conftest import FdListener, edit_config, needs_root, new_id, proc_cgroups, proc_status
 
 pytestmark = needs_root
 
@@ -41,14 +41,6 @@ class Box:
         pid_file = self.bundle / f"exec-{time.monotonic_ns()}.pid"
         self.pyrunc("exec", "-d", "--pid-file", str(pid_file), *flags, self.id, *cmd)
         return int(pid_file.read_text())
-
-
-def status_of(pid: int) -> dict[str, str]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        out[k] = v.strip()
-    return out
 
 
 def cap_mask(names) -> int:  # type: ignore[no-untyped-def]
@@ -105,7 +97,7 @@ def test_env_user_groups_cwd_and_umask(pyrunc, make_bundle) -> None:
     assert pyrunc("exec", "--user", "1000", box.id, "id", "-g").stdout == "0\n"
     # outside: the host sees the same ids on the running process
     pid = box.detached("-u", "1000:1001", "-g", "5")
-    st = status_of(pid)
+    st = proc_status(pid)
     assert st["Uid"].split() == ["1000"] * 4 and st["Gid"].split() == ["1001"] * 4
     assert st["Groups"].split() == ["5"]
     assert os.readlink(f"/proc/{pid}/cwd") == "/"
@@ -120,7 +112,7 @@ def test_capabilities_rlimits_and_no_new_privs(pyrunc, make_bundle) -> None:
     assert "CAP_SYS_ADMIN" not in caps["bounding"]
 
     pid = box.detached()
-    st = status_of(pid)
+    st = proc_status(pid)
     assert int(st["CapEff"], 16) == base and int(st["CapPrm"], 16) == base
     assert int(st["CapBnd"], 16) == cap_mask(caps["bounding"])
     assert int(st["CapAmb"], 16) == 0 and int(st["CapInh"], 16) == 0
@@ -128,7 +120,7 @@ def test_capabilities_rlimits_and_no_new_privs(pyrunc, make_bundle) -> None:
     assert "Max open files            1024                 1024" in Path(f"/proc/{pid}/limits").read_text()
 
     pid = box.detached("--cap", "CAP_SYS_ADMIN", "-c", "CAP_SYS_PTRACE", "--no-new-privs")
-    st = status_of(pid)
+    st = proc_status(pid)
     added = cap_mask(["CAP_SYS_ADMIN", "CAP_SYS_PTRACE"])
     for kind in ("CapEff", "CapPrm", "CapBnd"):
         assert int(st[kind], 16) == base | added, kind
@@ -157,7 +149,7 @@ def test_joins_every_namespace_and_the_cgroup(pyrunc, make_bundle) -> None:
     # inside: in the user namespace the process is root; the pid namespace's pid of the init is 1
     out = pyrunc("exec", box.id, "sh", "-c", "id -u; cat /proc/self/uid_map; readlink /proc/1/ns/pid").stdout
     uid, uid_map, pidns = out.splitlines()
-    assert uid == "0" and uid_map.split()[:2] == ["0", str(status_of(box.pid)["Uid"].split()[0])]
+    assert uid == "0" and uid_map.split()[:2] == ["0", str(proc_status(box.pid)["Uid"].split()[0])]
     assert pidns == os.readlink(f"/proc/{box.pid}/ns/pid")
     box_delete(pyrunc, box.id)
     wait_gone(pid)
@@ -183,7 +175,7 @@ def test_process_json_file(pyrunc, make_bundle, tmp_path: Path) -> None:
     doc["capabilities"] = {k: ["CAP_KILL"] for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
     f.write_text(json.dumps(doc))
     pyrunc("exec", "-p", str(f), "-d", "--pid-file", str(pid_file), box.id)
-    st = status_of(int(pid_file.read_text()))
+    st = proc_status(int(pid_file.read_text()))
     assert st["Uid"].split()[0] == "1234" and int(st["CapEff"], 16) == cap_mask(["CAP_KILL"])
     assert int(st["CapBnd"], 16) == cap_mask(["CAP_KILL"])
 
@@ -296,31 +288,6 @@ def test_signals_are_forwarded_to_the_foreground_process(pyrunc, make_bundle) ->
 
 
 # ---------------------------------------------------------------------------- sockets, sub-cgroups, keyring
-
-
-class FdListener:
-    """An AF_UNIX listener like the one go-runc makes for --pidfd-socket."""
-
-    def __init__(self, path: Path) -> None:
-        import socket
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(2)
-        self.sock.settimeout(20)
-
-    def receive(self) -> tuple[int, bytes]:
-        import array
-        import socket
-        conn, _ = self.sock.accept()
-        with conn:
-            fds = array.array("i")
-            data, anc, _flags, _addr = conn.recvmsg(64, socket.CMSG_SPACE(fds.itemsize))
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(payload[:fds.itemsize])
-        assert len(fds) == 1, data
-        return fds[0], data
 
 
 def pidfd_target(fd: int) -> int:

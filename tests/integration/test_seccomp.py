@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import edit_config, needs_root, new_id
+from conftest import edit_config, needs_root, new_id, proc_status
 from seccomp_helpers import (CONTAINERS_SECCOMP, build_syscall_helper, parse_sys, podman_caps,
                              podman_profile)
 
@@ -72,14 +72,6 @@ def run(pyrunc, b: Path, *flags: str):  # type: ignore[no-untyped-def]
 
 def allow_but(action: str, names: list[str], **extra: object) -> dict:
     return {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": names, "action": action, **extra}]}
-
-
-def status_of(pid: int) -> dict[str, str]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        out[k] = v.strip()
-    return out
 
 
 def kernel_log_has(*words: str, timeout: float = 2.0) -> bool:
@@ -321,7 +313,7 @@ def test_exec_gets_the_container_filter(pyrunc, bundle) -> None:
     assert parse_sys(p.stdout) == (-1, errno.ENOLINK)
     pid_file = Path(pyrunc.root).parent / f"{cid}.pid"
     pyrunc("exec", "-d", "--pid-file", str(pid_file), cid, "sleep", "100")
-    st = status_of(int(pid_file.read_text()))
+    st = proc_status(int(pid_file.read_text()))
     assert (st["Seccomp"], st["Seccomp_filters"]) == ("2", "1")
     pid_file.unlink()
     pyrunc("delete", "--force", cid)

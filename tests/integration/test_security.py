@@ -33,27 +33,10 @@ import pytest
 
 from conftest import PYRUNC, TEST_PREFIX, Pyrunc, edit_config, needs_root, new_id
 from security_helpers import (bundle_on, create, exec_detached, interpreter_rootfs, parse_probe, private_interpreter,
-                              probe_rootfs, refused, scratch_dir, session_probe, wait_for)
+                              refused, wait_for)
 
 pytestmark = needs_root
-
-
-# ------------------------------------------------------------------------------ fixtures, helpers
-
-
-@pytest.fixture(scope="session")
-def probe(workdir: Path) -> Path:
-    return session_probe(workdir)
-
-
-@pytest.fixture
-def scratch(workdir: Path) -> Path:
-    yield from scratch_dir(workdir)
-
-
-@pytest.fixture
-def own_rootfs(scratch: Path, probe: Path) -> Path:
-    return probe_rootfs(scratch, probe)
+# The fixtures probe, scratch and own_rootfs come from security_helpers (a plugin of tests/conftest.py).
 
 
 # ------------------------------------------------------------------------- CVE-2019-5736

@@ -27,25 +27,9 @@ from pathlib import Path
 import pytest
 
 from conftest import edit_config, needs_root, new_id
-from security_helpers import (bundle_on, create, host_mount_points, probe_rootfs, scratch_dir, session_probe,
-                              unescape)
+from security_helpers import bundle_on, create, host_mount_points, unescape
 
 pytestmark = needs_root
-
-
-@pytest.fixture(scope="session")
-def probe(workdir: Path) -> Path:
-    return session_probe(workdir)
-
-
-@pytest.fixture
-def scratch(workdir: Path) -> Path:
-    yield from scratch_dir(workdir)
-
-
-@pytest.fixture
-def own_rootfs(scratch: Path, probe: Path) -> Path:
-    return probe_rootfs(scratch, probe)
 
 
 class Racer:

@@ -8,11 +8,9 @@ container's shell through that fd alone.
 
 from __future__ import annotations
 
-import array
 import fcntl
 import os
 import re
-import socket
 import struct
 import subprocess
 import termios
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import edit_config, needs_root, new_id
+from conftest import FdListener, edit_config, needs_root, new_id
 
 pytestmark = needs_root
 
@@ -118,35 +116,9 @@ def on_pty():
         s.close()
 
 
-class ConsoleListener:
-    """The receiving end of --console-socket, as containerd's shim or conmon has it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(4)
-        self.sock.settimeout(20)
-
-    def receive(self) -> tuple[int, bytes]:
-        """The next connection's fd and the bytes sent with it."""
-        conn, _ = self.sock.accept()
-        with conn:
-            fds = array.array("i")
-            data, anc, _flags, _addr = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(payload[:fds.itemsize])
-        assert len(fds) == 1, f"no fd came with {data!r}"
-        return fds[0], data
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
 def listener(tmp_path: Path):
-    lst = ConsoleListener(tmp_path / "console.sock")
+    lst = FdListener(tmp_path / "console.sock")
     yield lst
     lst.close()
 

@@ -136,6 +136,9 @@ class Runtime:
             entry.write_state(st)  # from here on, delete --force can find everything
             _crash_point("state")
             os.mkfifo(entry.file(S.GATE_FIFO), 0o600)
+            os.mkfifo(entry.file(S.REPORT_FIFO), 0o600)
+            # Opened by us and handed over with GO: in a user namespace the init could not open it.
+            report = os.open(entry.file(S.REPORT_FIFO), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             gate = os.open(entry.file(S.GATE_FIFO), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
                 # Spawned early: its interpreter starts on the other core while we set up the
@@ -151,6 +154,9 @@ class Runtime:
             for msg in ignored_warnings(resources):
                 self.warn(msg)
             cgroup.create(resources)
+            if cgroup.kept:  # an existing cgroup: delete --force must leave it, even after a crash
+                st.cgroup = cgroup.to_state()
+                entry.write_state(st)
             _crash_point("cgroup-create")
             cgroup.apply(resources)
             _crash_point("cgroup-apply")
@@ -165,6 +171,7 @@ class Runtime:
                 go={"id": container_id, "state_dir": entry.path, "rootfs": rootfs, "bundle": bundle,
                     "no_pivot": no_pivot, "no_new_keyring": no_new_keyring, "preserve_fds": preserve_fds,
                     "debug": self.debug},
+                go_fd=report,
                 write_id_maps=_then("usermap", lambda pid: write_id_maps(pid, cfg.linux.uid_mappings,
                                                                          cfg.linux.gid_mappings)),
                 on_pid=_then("pid", netdevs.on_pid(container._record_init_pid) if netdevs
@@ -351,12 +358,21 @@ class Container:
                 if e.errno == errno.ENXIO:  # nobody holds the read end: the init is gone
                     raise ContainerNotRunningError() from None
                 raise
+            report = _open_report(self.entry.file(S.REPORT_FIFO))
             try:
                 os.write(fd, b"0")
                 os.unlink(fifo)
                 _wait_for_no_reader(fd)  # the init holds the read end until its exec
+                failure = _read_report(report)
             finally:
                 os.close(fd)
+                if report >= 0:
+                    os.close(report)
+            if failure:
+                # runtime.md: a failing startContainer hook is an error of `start`, and the
+                # container stops (the init has already exited).
+                self._signal_init(SIGKILL)
+                raise PyruncError(failure)
             cfg = self.config()
             try:
                 run_hooks("poststart", cfg.hooks.poststart, self._hook_state(S.RUNNING))
@@ -707,6 +723,26 @@ def _foreground(master: int, wait: Callable[[], int], signals: forward_signals) 
     with RawTerminal():
         relay(master, signals.pid)
         return wait()
+
+
+def _open_report(path: str) -> int:
+    """The read end of the init's report fifo, opened before the gate opens so that what the
+    init writes before it dies stays readable; -1 without one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return -1
+    os.unlink(path)
+    return fd
+
+
+def _read_report(fd: int) -> str:
+    if fd < 0:
+        return ""
+    try:
+        return os.read(fd, 65536).decode(errors="replace").strip()
+    except BlockingIOError:
+        return ""
 
 
 def _wait_for_no_reader(fd: int) -> None:

@@ -79,13 +79,17 @@ class InitProcess:
 
     def handshake(self, go: dict, write_id_maps: object, on_pid: object, run_hooks: object,
                   mount_fd: object = None, warn: object = None, on_console: object = None,
-                  on_seccomp_fd: object = None) -> None:
+                  on_seccomp_fd: object = None, go_fd: int = -1) -> None:
         """Drive the create protocol until the init reports ready (or fails).  ``on_console``
         takes the pty master of process.terminal (and owns it from then on); ``on_seccomp_fd``
-        gets the seccomp listener fd to send to the agent (we close it after)."""
+        gets the seccomp listener fd to send to the agent (we close it after).  ``go_fd`` goes
+        with GO (create's report fifo)."""
         chan = self.chan
         assert chan is not None
-        chan.send(GO, **go)
+        if go_fd >= 0:
+            chan.send_fd(GO, go_fd, **go)
+        else:
+            chan.send(GO, **go)
         try:
             while True:
                 msg = chan.recv()

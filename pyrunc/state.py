@@ -29,6 +29,8 @@ from .record import fields, record
 STATE_FILE = "pyrunc.json"
 CONFIG_FILE = "config.json"
 GATE_FIFO = "exec.fifo"
+# The init's word to `start` when it fails after the gate (a startContainer hook, the exec itself)
+REPORT_FIFO = "report.fifo"
 OCI_VERSION = "1.3.0"
 
 CREATING, CREATED, RUNNING, PAUSED, STOPPED = "creating", "created", "running", "paused", "stopped"

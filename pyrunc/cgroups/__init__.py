@@ -58,18 +58,23 @@ def manager_from_state(state: dict[str, object]) -> Manager:
     rootless = bool(state.get("rootless", False)) if isinstance(state, dict) else False
     skipped = state.get("skipped") if isinstance(state, dict) else None
     skipped = dict(skipped) if isinstance(skipped, dict) else {}
+    mgr: Manager
     if layout == "v2":
         from .v2 import V2Manager
 
-        return V2Manager(str(state["path"]), str(state.get("mount", "/sys/fs/cgroup")), skip, rootless,
-                         skipped=skipped)
-    if layout in ("v1", "hybrid"):
+        mgr = V2Manager(str(state["path"]), str(state.get("mount", "/sys/fs/cgroup")), skip, rootless,
+                        skipped=skipped)
+    elif layout in ("v1", "hybrid"):
         from .v1 import V1Manager
 
         paths = state.get("paths")
-        return V1Manager(dict(paths) if isinstance(paths, dict) else {}, str(layout), skip, rootless,
-                         skipped=skipped)
-    raise CgroupError(f"unknown cgroup state {state!r}")
+        mgr = V1Manager(dict(paths) if isinstance(paths, dict) else {}, str(layout), skip, rootless,
+                        skipped=skipped)
+    else:
+        raise CgroupError(f"unknown cgroup state {state!r}")
+    kept = state.get("kept")
+    mgr.kept = [str(d) for d in kept] if isinstance(kept, list) else []
+    return mgr
 
 
 def rootless_warnings(mgr: Manager, linux: object) -> list[str]:

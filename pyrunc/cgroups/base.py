@@ -223,6 +223,19 @@ def _rmdir(path: str, retry: bool) -> int:
             return e.errno or _errno.EIO
 
 
+def remove_below(path: str) -> None:
+    """Remove the sub-cgroups of ``path`` but not ``path`` itself."""
+    try:
+        with os.scandir(path) as it:
+            children = [e.path for e in it if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise CgroupError(f"cannot list cgroup {path}: {e.strerror}", e.errno) from None
+    for child in children:
+        remove_tree(child)
+
+
 def remove_tree(path: str) -> None:
     """Remove a cgroup and its sub-cgroups, leaf first; a missing cgroup is fine."""
     if _rmdir(path, retry=False) == 0:
@@ -255,6 +268,10 @@ class Manager:
     """
 
     layout = ""
+    # Directories that existed before ``create`` (an existing cgroupsPath): runtime.md's delete
+    # must not delete what the container did not create, so ``destroy`` keeps them (not their
+    # sub-cgroups).  Persisted in ``to_state``.
+    kept: list[str] = []
     # runc's Cgroup.Rootless (``--rootless``, auto: euid != 0): a cgroup we have no permission
     # to create or join is skipped when config.json gives no cgroupsPath (``may_skip``); a
     # limit that needs it is then an error, device rules are ignored; exec's join never fails.

@@ -20,6 +20,7 @@ from .base import (
     make_dirs,
     read_file,
     read_value,
+    remove_below,
     remove_created,
     remove_tree,
     rootless_error,
@@ -92,6 +93,8 @@ class V1Manager(Manager):
         out: dict[str, object] = {"layout": self.layout, "paths": dict(self.paths), "skip_devices": self.skip_devices}
         if self.rootless:
             out.update(rootless=True, skipped=dict(self.skipped))
+        if self.kept:
+            out["kept"] = list(self.kept)
         return out
 
     def __repr__(self) -> str:
@@ -108,6 +111,7 @@ class V1Manager(Manager):
             raise CgroupError("the devices cgroup controller is not mounted; it is required for "
                               "the container's device policy")
         self._creating = True
+        self.kept = [d for d in self._dirs() if os.path.isdir(d)]
         created: list[str] = []
         try:
             # cpuset first: a directory it shares with co-mounted controllers must be
@@ -541,7 +545,7 @@ class V1Manager(Manager):
         failures = []
         for d in reversed(self._dirs()):
             try:
-                remove_tree(d)
+                (remove_below if d in self.kept else remove_tree)(d)
             except CgroupError as e:
                 failures.append(str(e))
         if failures:

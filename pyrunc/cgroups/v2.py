@@ -19,6 +19,7 @@ from .base import (
     sub_dir,
     make_dirs,
     read_file,
+    remove_below,
     remove_created,
     remove_tree,
     rootless_error,
@@ -108,6 +109,8 @@ class V2Manager(Manager):
                                   "skip_devices": self.skip_devices}
         if self.rootless:
             out.update(rootless=True, skipped=dict(self.skipped))
+        if self.kept:
+            out["kept"] = list(self.kept)
         return out
 
     def __repr__(self) -> str:
@@ -135,6 +138,7 @@ class V2Manager(Manager):
             self.dir = ""
 
     def _create(self, resources: Resources | None) -> None:
+        self.kept = [self.dir] if os.path.isdir(self.dir) else []
         created: list[str] = []
         try:
             make_dirs(self.dir, created)
@@ -518,7 +522,7 @@ class V2Manager(Manager):
 
     def destroy(self) -> None:
         if self.dir:
-            remove_tree(self.dir)
+            (remove_below if self.dir in self.kept else remove_tree)(self.dir)
 
     # ------------------------------------------------------------------ statistics
 

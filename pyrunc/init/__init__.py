@@ -41,7 +41,8 @@ def main(fd: int, gate: int) -> None:
     chan = Channel.from_fd(fd)
     go: dict = {}
     try:
-        go = chan.expect(GO).fields
+        go_msg = chan.expect(GO)
+        go, report = go_msg.fields, go_msg.fd
         if go.get("debug"):  # imported now: after pivot_root nothing may be imported
             global _traceback
             import traceback as _traceback
@@ -56,7 +57,7 @@ def main(fd: int, gate: int) -> None:
             set_oom_score_adj(cfg.process.oom_score_adj)  # before the namespaces, as runc's nsexec
         namespaces.enter(chan, cfg.linux)
         pid_done = namespaces.fork_init(chan)
-        container_init(chan, cfg, go, gate, pid_done["state"])  # type: ignore[arg-type]
+        container_init(chan, cfg, go, gate, pid_done["state"], report)  # type: ignore[arg-type]
     except BaseException as e:  # noqa: BLE001 - every failure must reach the parent as a message
         if _traceback is not None:
             _traceback.print_exc()
@@ -74,7 +75,9 @@ def describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict) -> None:
+def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict, report: int = -1) -> None:
+    """The container's PID 1 until exec.  ``report`` (create's report fifo) tells `start` why
+    we died when a startContainer hook or the exec itself fails after the gate opened."""
     linux, proc = cfg.linux, cfg.process
     assert proc is not None and cfg.root is not None
     os.setsid()
@@ -136,8 +139,12 @@ def container_init(chan: Channel, cfg: Config, go: dict, gate: int, state: dict)
 
     _wait_at_gate(gate)  # the gate stays open until exec closes it: `start` waits for that
     state["status"] = "created"  # what runc passes: the user's process has not run yet
-    run_hooks("startContainer", cfg.hooks.start_container, state)
-    _exec(proc, executable, int(go.get("preserve_fds", 0)))
+    try:
+        run_hooks("startContainer", cfg.hooks.start_container, state)
+    except BaseException as e:  # noqa: BLE001 - `start` reports it; nobody else listens now
+        _report(report, describe(e))
+        os._exit(1)
+    _exec(proc, executable, int(go.get("preserve_fds", 0)), report)
 
 
 def exec_process(chan: Channel, cfg: Config, go: dict) -> None:
@@ -224,8 +231,9 @@ def _check_cwd_inside(cwd: str) -> None:
         raise OSError(errno.EPERM, f"process.cwd {cwd!r} is outside the container's root")
 
 
-def _exec(proc: Process, executable: str, preserve_fds: int) -> None:
-    """Close what is not the process's, set no_new_privs and default signals, exec."""
+def _exec(proc: Process, executable: str, preserve_fds: int, report: int = -1) -> None:
+    """Close what is not the process's, set no_new_privs and default signals, exec.  A failure
+    goes to stderr and, for `start`, to ``report``."""
     L.close_range(3 + preserve_fds, 0xFFFFFFFF, L.CLOSE_RANGE_CLOEXEC)
     if proc.no_new_privileges:
         L.prctl(L.PR_SET_NO_NEW_PRIVS, 1)
@@ -234,14 +242,25 @@ def _exec(proc: Process, executable: str, preserve_fds: int) -> None:
         try:  # with no_new_privs: last, so that our own syscalls do not go through the filter
             _seccomp.load()
         except OSError as e:
+            _report(report, f"loading linux.seccomp: {e.strerror}")
             os.write(2, f"pyrunc: {e.strerror}\n".encode())
             os._exit(1)
     args: list[str] = proc.args
     try:
         os.execve(executable, args, process.env_dict(proc.env))
     except OSError as e:
+        _report(report, f"exec {args[0]}: {e.strerror}")
         os.write(2, f"pyrunc: exec {args[0]}: {e.strerror}\n".encode())
         os._exit(127 if e.errno == 2 else 126)
+
+
+def _report(report: int, message: str) -> None:
+    """Tell `start` (which reads the report fifo once the gate has closed) why we die."""
+    if report >= 0:
+        try:
+            os.write(report, message.encode()[:4000])  # one atomic pipe write
+        except OSError:
+            pass
 
 
 def _join_session_keyring(container_id: str, in_user_ns: bool) -> None:

@@ -110,9 +110,11 @@ BROKEN = [
         uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}],
         gidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]),
      "config.json: linux.uidMappings: mappings are set but linux.namespaces has no user namespace"),
-    ("mount-destination-relative", lambda c: c["mounts"].append(
-        {"destination": "data", "type": "tmpfs", "source": "tmpfs"}),
-     "config.json: mounts[7].destination"),
+    ("mount-idmap-without-option", lambda c: c["mounts"].append(
+        {"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind"],
+         "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+         "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}),
+     "config.json: mounts[7]: uidMappings/gidMappings need the idmap or ridmap option"),
     ("mount-host-dev", lambda c: c["mounts"].append(
         {"destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind"]}),
      "config.json: mounts[7]: bind-mounting the host's /dev"),
@@ -308,13 +310,15 @@ def test_validate_lists_every_problem(pyrunc, make_bundle) -> None:
     edit_config(bundle, lambda c: (
         c["linux"]["namespaces"].append({"type": "pid"}),
         c["linux"].update(sysctl={"vm.swappiness": "1"}),
-        c["mounts"].append({"destination": "rel", "type": "tmpfs", "source": "tmpfs"}),
+        c["mounts"].append({"destination": "/rel", "type": "bind", "source": "/tmp", "options": ["rbind"],
+                            "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+                            "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}),
         c["process"]["capabilities"]["bounding"].append("CAP_NOPE"),
     ))
     p = pyrunc("validate", "--bundle", str(bundle), check=False)
     assert p.returncode == 1
     lines = p.stderr.splitlines()
-    for needle in ("linux.namespaces[6].type", "linux.sysctl.vm.swappiness", "mounts[7].destination",
+    for needle in ("linux.namespaces[6].type", "linux.sysctl.vm.swappiness", "mounts[7]:",
                    "process.capabilities.bounding[14]"):
         assert sum(needle in line for line in lines) == 1, (needle, lines)
     assert all(line.startswith("config.json: ") for line in lines)

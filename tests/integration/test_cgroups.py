@@ -553,3 +553,23 @@ def test_v2_relative_path_is_below_the_parent_of_our_cgroup(sandbox):
     mgr.kill_all(signal.SIGKILL)
     wait_dead(p)
     mgr.destroy()
+
+
+@pytest.mark.cgroup2
+def test_a_cgroup_that_existed_before_create_is_kept(sandbox):
+    """runtime.md: delete must not delete resources the container did not create.  A cgroupsPath
+    that already exists is kept by destroy (its sub-cgroups go), also from the persisted state."""
+    first = manager_for(sandbox.path("ct"), "first")
+    first.create(Resources())
+    dirs = sorted(set(first.paths.values())) if hasattr(first, "paths") else [first.dir]
+    assert first.kept == [] and "kept" not in first.to_state()
+    second = manager_for(sandbox.path("ct"), "second")
+    second.create(Resources())
+    assert sorted(second.kept) == dirs
+    for d in dirs:
+        os.mkdir(os.path.join(d, "made-inside"))  # what the container's processes made
+    manager_from_state(json.loads(json.dumps(second.to_state()))).destroy()
+    for d in dirs:
+        assert os.path.isdir(d) and not os.path.exists(os.path.join(d, "made-inside")), d
+    first.destroy()
+    assert not any(os.path.exists(d) for d in dirs)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import edit_config, needs_root, new_id
+from conftest import edit_config, mkbundle, needs_root, new_id
 
 pytestmark = needs_root
 
@@ -258,6 +258,42 @@ def test_failing_poststart_hook_fails_start_and_stops_the_container(pyrunc, make
         Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
     pyrunc("delete", cid)
     assert not leftovers(pyrunc, cid)
+
+
+@pytest.mark.parametrize("userns", [False, True])
+def test_failing_start_container_hook_fails_start_and_stops_the_container(pyrunc, make_bundle,
+                                                                             userns: bool) -> None:
+    """runtime.md: a failing startContainer hook is an error (of `start`, which the hook is part
+    of), the container stops before the user's process is exec'd; poststart hooks do not run."""
+    bundle = make_bundle(["sleep", "100"], userns=userns)
+    with_hooks(bundle, {"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 5"]}],
+                        "poststart": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 6"]}]})
+    cid = new_id()
+    pyrunc("create", "-b", str(bundle), cid)
+    p = pyrunc("start", cid, check=False)
+    assert p.returncode == 1 and "startContainer[0]" in p.stderr and "exit status 5" in p.stderr, p.stderr
+    assert "poststart" not in p.stderr
+    assert pyrunc.state(cid)["status"] == "stopped"
+    pyrunc("delete", cid)
+    assert not leftovers(pyrunc, cid)
+
+
+def test_start_reports_an_exec_that_fails_after_the_gate(pyrunc, make_bundle, tmp_path: Path) -> None:
+    """The executable is found at create time; if it is gone when the gate opens, `start` fails."""
+    bundle = make_bundle(["/tmp/prog"])
+    rootfs = mkbundle.build_rootfs(tmp_path / "own-rootfs")
+    (rootfs / "tmp").mkdir(exist_ok=True)
+    prog = rootfs / "tmp" / "prog"
+    prog.write_text("#!/bin/sh\necho hi\n")
+    prog.chmod(0o755)
+    edit_config(bundle, lambda c: (c["root"].update(path=str(rootfs), readonly=False)))
+    cid = new_id()
+    pyrunc("create", "-b", str(bundle), cid)
+    prog.unlink()
+    p = pyrunc("start", cid, check=False)
+    assert p.returncode == 1 and "exec /tmp/prog: No such file or directory" in p.stderr, p.stderr
+    assert pyrunc.state(cid)["status"] == "stopped"
+    pyrunc("delete", cid)
 
 
 def test_failing_poststop_hook_only_warns_and_the_others_still_run(pyrunc, make_bundle, tmp_path: Path) -> None:

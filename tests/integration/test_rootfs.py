@@ -809,3 +809,10 @@ def test_tmpcopyup_fills_the_tmpfs_with_what_it_covers(pyrunc, bundle_on, privat
         {"destination": "/etc", "type": "bind", "source": str(etc), "options": ["rbind", "tmpcopyup"]}))
     p = pyrunc("run", "-b", str(bad), new_id(), check=False)
     assert p.returncode == 1 and "tmpcopyup is for tmpfs mounts only" in p.stderr
+
+
+def test_relative_mount_destination_is_taken_from_the_root(pyrunc, make_bundle) -> None:
+    """config.md: a relative destination (deprecated) MUST be taken as relative to "/"."""
+    bundle = make_bundle(["sh", "-c", "grep ' /data ' /proc/self/mountinfo | grep -c tmpfs"])
+    edit_config(bundle, lambda c: c["mounts"].append({"destination": "data", "type": "tmpfs", "source": "tmpfs"}))
+    assert pyrunc("run", "-b", str(bundle), new_id()).stdout.strip() == "1"

@@ -29,13 +29,17 @@ def enter(chan: Channel, linux: object) -> None:
 
     new = [ns.type for ns in linux.namespaces if not ns.path]  # type: ignore[attr-defined]
     if "user" in new:
+        rootless = os.geteuid() != 0  # still the runtime's own uid
         L.unshare(L.CLONE_NEWUSER)
-        # Dumpable for the while (runc's nsexec does the same): else our /proc files belong to
-        # the host's root, and a rootless runtime could not write our uid_map and gid_map.
-        L.prctl(L.PR_SET_DUMPABLE, 1)
+        # A rootless runtime only: dumpable for the while (runc's nsexec does the same), else our
+        # /proc files belong to the host's root and it could not write our uid_map and gid_map.
+        # The host's root needs no such window: nothing else runs in this namespace yet anyway.
+        if rootless:
+            L.prctl(L.PR_SET_DUMPABLE, 1)
         chan.send(USERMAP, pid=os.getpid())
         chan.expect(USERMAP_DONE)
-        L.prctl(L.PR_SET_DUMPABLE, 0)
+        if rootless:
+            L.prctl(L.PR_SET_DUMPABLE, 0)
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     flags = 0

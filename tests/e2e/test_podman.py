@@ -373,7 +373,13 @@ def test_userns_uidmap(podman):
         assert status_field(pid, "Gid").split()[0] == "100000"
         assert os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
     finally:
-        podman("rm", "-f", "-t", "0", cid)
+        # Seen once in a full run: podman's own removal of userdata/shm raced its cleanup process
+        # (EBUSY); a second rm finds it unmounted.  Anything else still fails the test.
+        p = podman("rm", "-f", "-t", "0", cid, check=False)
+        if p.returncode != 0 and "device or resource busy" in p.stderr:
+            time.sleep(1)
+            p = podman("rm", "-f", "-t", "0", cid, check=False)
+        assert p.returncode == 0, p.stderr
 
 
 def test_userns_auto(podman):

@@ -245,8 +245,10 @@ def test_run_passes_on_signals_that_arrive_while_it_creates(pyrunc, make_bundle,
     container once it has started (runc installs its handler before creating, too)."""
     marker = tmp_path / "hook-running"
     bundle = make_bundle(["sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.05; done"])
-    edit_config(bundle, lambda c: c.update(hooks={"createRuntime": [
-        {"path": "/bin/sh", "args": ["sh", "-c", f"touch {marker}; sleep 1"]}]}))
+    # No PID namespace: as its PID 1 the shell would ignore a SIGTERM that beats its trap.
+    edit_config(bundle, lambda c: (c.update(hooks={"createRuntime": [
+        {"path": "/bin/sh", "args": ["sh", "-c", f"touch {marker}; sleep 1"]}]}),
+        c["linux"].update(namespaces=[n for n in c["linux"]["namespaces"] if n["type"] != "pid"])))
     cid = new_id()
     proc = subprocess.Popen(pyrunc.argv("run", "-b", str(bundle), cid), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

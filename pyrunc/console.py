@@ -109,30 +109,61 @@ class RawTerminal:
 
 def relay(master: int, pid: int, stdin: int = 0, stdout: int = 1) -> None:
     """Copy ``stdin`` to the pty and the pty to ``stdout`` until process ``pid`` has exited and
-    its output is drained.  Returns without reaping it."""
+    its output is drained.  Returns without reaping it.
+
+    Writes to the pty never block: what the process has not read yet waits in ``pending`` (and
+    we read no more input meanwhile), so its output keeps flowing even when it reads nothing."""
     import select
 
     pidfd = os.pidfd_open(pid)
+    os.set_blocking(master, False)
     poller = select.poll()
     poller.register(master, select.POLLIN)
     poller.register(pidfd, select.POLLIN)
+    reading = True
     try:
         poller.register(stdin, select.POLLIN)
     except (OSError, ValueError):
-        pass  # no stdin (closed): output only
+        reading = False  # no stdin (closed): output only
+    pending = b""
+    master_open = True
     try:
         while True:
-            for fd, _events in poller.poll():
+            for fd, events in poller.poll():
                 if fd == pidfd:
                     _drain(master, stdout)
                     return
                 if fd == master:
-                    if not _copy(master, stdout):
+                    if events & select.POLLOUT and pending:
+                        pending = pending[_write_some(master, pending):]
+                    if events & (select.POLLIN | select.POLLHUP | select.POLLERR) and not _copy(master, stdout):
                         poller.unregister(master)  # every peer closed: wait for the exit itself
-                elif not _copy(stdin, master):
-                    poller.unregister(stdin)  # end of our input; the process goes on
+                        master_open, pending = False, b""
+                elif fd == stdin:
+                    try:
+                        data = os.read(stdin, 65536)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        poller.unregister(stdin)  # end of our input; the process goes on
+                        reading = False
+                    elif master_open:
+                        pending += data
+                        pending = pending[_write_some(master, pending):]
+            if master_open:
+                poller.modify(master, select.POLLIN | (select.POLLOUT if pending else 0))
+            if reading:
+                poller.modify(stdin, 0 if pending else select.POLLIN)
     finally:
         os.close(pidfd)
+
+
+def _write_some(fd: int, data: bytes) -> int:
+    """As much of ``data`` as a non-blocking ``fd`` takes now."""
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
 
 
 def _copy(src: int, dst: int) -> bool:

@@ -373,3 +373,17 @@ def test_without_a_terminal_create_hands_its_pipes_to_the_container(pyrunc, make
             if fd >= 0:
                 os.close(fd)
     pyrunc("delete", "--force", cid)
+
+
+def test_foreground_relay_keeps_output_flowing_while_input_waits(pyrunc, make_bundle, tmp_path: Path) -> None:
+    """More input than the pty takes, for a process that never reads it: pyrunc must not block
+    writing it, and the process's output and exit status still come through."""
+    bundle = tty_bundle(make_bundle, ["sh", "-c", "stty -echo; sleep 1; echo done-without-reading; exit 3"])
+    data = tmp_path / "input"
+    data.write_bytes((b"x" * 1023 + b"\n") * 1024)  # 1 MiB: far more than the pty buffers
+    out = tmp_path / "out"
+    with open(data, "rb") as stdin, open(out, "wb") as stdout:
+        p = subprocess.run(pyrunc.argv("run", "-b", str(bundle), new_id()), stdin=stdin, stdout=stdout,
+                           stderr=subprocess.STDOUT, timeout=60)
+    assert p.returncode == 3, out.read_bytes()[-500:]
+    assert b"done-without-reading" in out.read_bytes()

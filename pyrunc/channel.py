@@ -52,6 +52,7 @@ SECCOMP_FD_DONE = "seccomp-fd-done"
 ERROR = "error"
 
 _MAX = 1 << 18  # above what a socket buffer takes in one message: exec's process (its env) may be big
+_MAX_FDS = 4  # the most fds one message carries (GO: the start gate and the report fifo)
 
 
 
@@ -65,12 +66,22 @@ if TYPE_CHECKING:
 
 
 class Message:
-    __slots__ = ("kind", "fields", "fd")
+    __slots__ = ("kind", "fields", "fds")
 
-    def __init__(self, kind: str, fields: dict, fd: int = -1) -> None:
+    def __init__(self, kind: str, fields: dict, fds: list[int] | None = None) -> None:
         self.kind = kind
         self.fields = fields
-        self.fd = fd  # a file descriptor that came with it (SCM_RIGHTS), or -1
+        self.fds = fds or []  # file descriptors that came with it (SCM_RIGHTS): the receiver's
+
+    @property
+    def fd(self) -> int:
+        """The first fd that came with it, or -1."""
+        return self.fds[0] if self.fds else -1
+
+    def close_fds(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
     def __getitem__(self, key: str) -> Any:
         return self.fields[key]
@@ -103,25 +114,32 @@ class Channel:
         self.sock.send(jsonio.dumps(fields).encode())
 
     def send_fd(self, kind: str, fd: int, **fields: object) -> None:
+        self.send_fds(kind, [fd], **fields)
+
+    def send_fds(self, kind: str, fds: list[int], **fields: object) -> None:
         fields["kind"] = kind
-        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))]
-        self.sock.sendmsg([jsonio.dumps(fields).encode()], rights)
+        payload = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
+        self.sock.sendmsg([jsonio.dumps(fields).encode()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, payload)])
 
     def recv(self) -> Message:
-        """The next message, with the fd it carried (if any) as ``.fd``: the receiver owns it."""
-        data, ancillary, flags, _addr = self.sock.recvmsg(_MAX, _socket.CMSG_SPACE(4))
-        if flags & _socket.MSG_TRUNC:
-            raise ChannelClosed(f"a message of more than {_MAX} bytes")
-        fd = -1
+        """The next message, with the fds it carried (if any) as ``.fds``: the receiver owns them
+        (received close-on-exec)."""
+        data, ancillary, flags, _addr = self.sock.recvmsg(_MAX, _socket.CMSG_SPACE(4 * _MAX_FDS),
+                                                         _socket.MSG_CMSG_CLOEXEC)
+        fds = []
         for level, ctype, payload in ancillary:
-            if level == _socket.SOL_SOCKET and ctype == _socket.SCM_RIGHTS and len(payload) >= 4:
-                fd = int.from_bytes(payload[:4], sys.byteorder)
+            if level == _socket.SOL_SOCKET and ctype == _socket.SCM_RIGHTS:
+                fds += [int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, len(payload) - 3, 4)]
+        msg = Message("", {}, fds)
+        if flags & _socket.MSG_TRUNC:
+            msg.close_fds()
+            raise ChannelClosed(f"a message of more than {_MAX} bytes")
         if not data:
-            if fd >= 0:
-                os.close(fd)
+            msg.close_fds()
             raise ChannelClosed()
         doc = jsonio.loads(data)
-        return Message(doc.pop("kind"), doc, fd)  # type: ignore[union-attr]
+        msg.kind, msg.fields = doc.pop("kind"), doc  # type: ignore[union-attr]
+        return msg
 
     def recv_fd(self, kind: str) -> int:
         """Receive ``kind`` with one fd attached (or raise the peer's error)."""
@@ -133,8 +151,8 @@ class Channel:
     def expect(self, kind: str) -> Message:
         """Receive and insist on ``kind``; an ``error`` from the peer is raised as InitError."""
         msg = self.recv()
-        if msg.kind != kind and msg.fd >= 0:
-            os.close(msg.fd)
+        if msg.kind != kind:
+            msg.close_fds()
         if msg.kind == ERROR:
             from .errors import InitError
             raise InitError(str(msg.get("message")))

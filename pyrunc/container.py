@@ -96,23 +96,29 @@ class Runtime:
         from .process import InitProcess, write_id_maps
 
         S.validate_id(container_id)
-        bundle = os.path.abspath(bundle)
-        doc, cfg = load_bundle(bundle)
-        rootfs = _check_runnable(cfg, bundle)
-        netdevs = None
-        if cfg.linux.net_devices:  # checked on the host now, moved at the PID step (netdevices.py)
-            from .netdevices import NetDevices
-            netdevs = NetDevices(cfg.linux, os.geteuid() != 0)
-        terminal = cfg.process is not None and cfg.process.terminal
-        sink = _ConsoleSink(terminal, not foreground, console_socket)
-        pidfd_sock = None
+        # Spawned first: its interpreter starts on the other core while we validate and set up.
+        # It waits for GO, so it does nothing before it is in the cgroup, and dies with us.
+        init = InitProcess(preserve_fds)
+        init.spawn()
+        sink = pidfd_sock = None
         try:
+            bundle = os.path.abspath(bundle)
+            doc, cfg = load_bundle(bundle)
+            rootfs = _check_runnable(cfg, bundle)
+            netdevs = None
+            if cfg.linux.net_devices:  # checked on the host now, moved at the PID step (netdevices.py)
+                from .netdevices import NetDevices
+                netdevs = NetDevices(cfg.linux, os.geteuid() != 0)
+            terminal = cfg.process is not None and cfg.process.terminal
+            sink = _ConsoleSink(terminal, not foreground, console_socket)
             if pidfd_socket:
                 from .fdsocket import connect_pidfd_socket
                 pidfd_sock = connect_pidfd_socket(pidfd_socket)
             entry = self.store.new(container_id)
         except BaseException:
-            sink.close()
+            init.abort()
+            if sink is not None:
+                sink.close()
             if pidfd_sock is not None:
                 pidfd_sock.close()
             raise
@@ -124,8 +130,8 @@ class Runtime:
             creator_start=S.process_start_time(os.getpid()) or 0,
             own_pid_namespace=cfg.linux.creates("pid"), annotations=cfg.annotations,
             no_new_keyring=no_new_keyring)
-        init = InitProcess(preserve_fds)
         cgroup = None
+        gate = report = -1
         try:
             entry.write_config(doc)
             _crash_point("config")
@@ -137,15 +143,9 @@ class Runtime:
             _crash_point("state")
             os.mkfifo(entry.file(S.GATE_FIFO), 0o600)
             os.mkfifo(entry.file(S.REPORT_FIFO), 0o600)
-            # Opened by us and handed over with GO: in a user namespace the init could not open it.
-            report = os.open(entry.file(S.REPORT_FIFO), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            # Opened by us and handed over with GO: in a user namespace the init could not open them.
             gate = os.open(entry.file(S.GATE_FIFO), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                # Spawned early: its interpreter starts on the other core while we set up the
-                # cgroup.  It waits for GO, so it has done nothing before it is in the cgroup.
-                init.spawn(gate)
-            finally:
-                os.close(gate)
+            report = os.open(entry.file(S.REPORT_FIFO), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             _crash_point("spawn")
             resources = cfg.linux.resources or Resources()
             resources.devices = device_cgroup_rules(cfg.linux)
@@ -171,7 +171,7 @@ class Runtime:
                 go={"id": container_id, "state_dir": entry.path, "rootfs": rootfs, "bundle": bundle,
                     "no_pivot": no_pivot, "no_new_keyring": no_new_keyring, "preserve_fds": preserve_fds,
                     "debug": self.debug},
-                go_fd=report,
+                go_fds=[gate, report],
                 write_id_maps=_then("usermap", lambda pid: write_id_maps(pid, cfg.linux.uid_mappings,
                                                                          cfg.linux.gid_mappings)),
                 on_pid=_then("pid", netdevs.on_pid(container._record_init_pid) if netdevs
@@ -202,6 +202,9 @@ class Runtime:
             raise
         finally:
             init.close()
+            for fd in (gate, report):
+                if fd >= 0:
+                    os.close(fd)
             if netdevs is not None:
                 netdevs.close()
             entry.unlock()
@@ -568,7 +571,7 @@ class Container:
 
         init = InitProcess(preserve_fds)
         try:
-            init.spawn(-1)
+            init.spawn()
             self._cgroup().add(init.stage1_pid, sub_cgroup)
             init.handshake(
                 go={"exec": True, "id": self.id, "state_dir": self.entry.path, "init_pid": self._state.init_pid,

@@ -17,8 +17,7 @@ from .channel import (CONSOLE, GO, HOOKS, HOOKS_DONE, MOUNT_FD, MOUNT_FD_DONE, P
                       SECCOMP_FD_DONE, USERMAP, USERMAP_DONE, WARN, Channel, ChannelClosed)
 from .errors import InitError
 
-_BOOT = ("import sys;sys.path[:0]=sys.argv[3:];from pyrunc.init import main;"
-         "main(int(sys.argv[1]),int(sys.argv[2]))")
+_BOOT = "import sys;sys.path[:0]=sys.argv[2:];from pyrunc.init import main;main(int(sys.argv[1]))"
 
 
 def _import_paths() -> list[str]:
@@ -35,10 +34,11 @@ class InitProcess:
         self.pid = 0  # the container's init, once known
         self.chan: Channel | None = None
 
-    def spawn(self, gate_fd: int) -> int:
-        """Start the init stage; it inherits our end of the channel and the start gate's read end
-        (opened here, by us: a container with a user namespace could not open it by path;
-        -1 for exec, which has no gate)."""
+    def spawn(self) -> int:
+        """Start the init stage; it inherits our end of the channel, and waits for GO (which
+        brings create's start gate and report fifo, opened by us: a container with a user
+        namespace could not open them by path).  Spawned as early as possible, so that its
+        interpreter starts while we validate and set up."""
         parent, child = Channel.pair()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child until exec
@@ -48,26 +48,21 @@ class InitProcess:
                 _prctl.prctl(_prctl.PR_SET_PDEATHSIG, 9)
                 # The channel goes above the preserved fds, which the container inherits as 3..3+N-1.
                 # Our caller's other fds (an engine's pipes, say) are not the container's business:
-                # keep stdio, the preserved ones, and the channel and gate right above them.
+                # keep stdio, the preserved ones, and the channel right above them.
                 base = 3 + self.preserve_fds
-                fd = fcntl.fcntl(child.fileno(), fcntl.F_DUPFD, base + 2)
+                fd = fcntl.fcntl(child.fileno(), fcntl.F_DUPFD, base + 1)
                 os.dup2(fd, base)
-                fd, gate = base, -1
-                if gate_fd >= 0:  # exec has no start gate
-                    gate = fcntl.fcntl(gate_fd, fcntl.F_DUPFD, base + 2)
-                    os.dup2(gate, base + 1)
-                    gate = base + 1
-                # All of them, also the gate's place when there is no gate and those above a
-                # lowered RLIMIT_NOFILE (CVE-2024-21626: a host directory fd left open is a way
-                # out through /proc/self/fd/N).
-                os.closerange(base + 2 if gate >= 0 else base + 1, 0x7FFFFFFF)
+                fd = base
+                # All the others, also those above a lowered RLIMIT_NOFILE (CVE-2024-21626: a host
+                # directory fd left open is a way out through /proc/self/fd/N).
+                os.closerange(base + 1, 0x7FFFFFFF)
                 for keep in range(3, 3 + self.preserve_fds):
                     os.set_inheritable(keep, True)
                 # Not by path: the container must find no writable host file behind our
                 # /proc/PID/exe (CVE-2019-5736); argv[0] still tells Python where it lives.
                 from .linux import sealed_executable
                 os.execve(sealed_executable(sys.executable),
-                          [sys.executable, "-I", "-S", "-c", _BOOT, str(fd), str(gate)] + _import_paths(),
+                          [sys.executable, "-I", "-S", "-c", _BOOT, str(fd)] + _import_paths(),
                           os.environ)
             except BaseException as e:  # noqa: BLE001
                 os.write(2, f"pyrunc: cannot start the init stage: {e}\n".encode())
@@ -79,15 +74,15 @@ class InitProcess:
 
     def handshake(self, go: dict, write_id_maps: object, on_pid: object, run_hooks: object,
                   mount_fd: object = None, warn: object = None, on_console: object = None,
-                  on_seccomp_fd: object = None, go_fd: int = -1) -> None:
+                  on_seccomp_fd: object = None, go_fds: list[int] | None = None) -> None:
         """Drive the create protocol until the init reports ready (or fails).  ``on_console``
         takes the pty master of process.terminal (and owns it from then on); ``on_seccomp_fd``
-        gets the seccomp listener fd to send to the agent (we close it after).  ``go_fd`` goes
-        with GO (create's report fifo)."""
+        gets the seccomp listener fd to send to the agent (we close it after).  ``go_fds`` go
+        with GO (create's start gate and report fifo)."""
         chan = self.chan
         assert chan is not None
-        if go_fd >= 0:
-            chan.send_fd(GO, go_fd, **go)
+        if go_fds:
+            chan.send_fds(GO, go_fds, **go)
         else:
             chan.send(GO, **go)
         try:
@@ -127,8 +122,7 @@ class InitProcess:
                 elif msg.kind == READY:
                     return
                 else:
-                    if msg.fd >= 0:
-                        os.close(msg.fd)
+                    msg.close_fds()
                     raise InitError(str(msg.get("message", f"unexpected message {msg.kind!r}")))
         except ChannelClosed:
             raise InitError("the container's init stage exited unexpectedly") from None

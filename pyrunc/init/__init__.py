@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from ..seccomp import Filter
 
 
-def main(fd: int, gate: int) -> None:
-    """``fd``: our end of the channel; ``gate``: the read end of the start gate fifo."""
+def main(fd: int) -> None:
+    """``fd``: our end of the channel.  GO brings, for create, the read end of the start gate
+    fifo and the report fifo."""
     # Nobody may ptrace us or open our /proc files (e.g. /proc/PID/exe, the host's
     # python) while a host interpreter runs in the container's namespaces.
     L.prctl(L.PR_SET_DUMPABLE, 0)
@@ -42,7 +43,8 @@ def main(fd: int, gate: int) -> None:
     go: dict = {}
     try:
         go_msg = chan.expect(GO)
-        go, report = go_msg.fields, go_msg.fd
+        go = go_msg.fields
+        gate, report = (go_msg.fds + [-1, -1])[:2]
         if go.get("debug"):  # imported now: after pivot_root nothing may be imported
             global _traceback
             import traceback as _traceback

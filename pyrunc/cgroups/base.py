@@ -223,16 +223,20 @@ def _rmdir(path: str, retry: bool) -> int:
             return e.errno or _errno.EIO
 
 
-def remove_below(path: str) -> None:
-    """Remove the sub-cgroups of ``path`` but not ``path`` itself."""
+def _children(path: str, doing: str) -> list[str]:
+    """The sub-cgroups of ``path`` ([] when it is gone); ``doing`` words the error."""
     try:
         with os.scandir(path) as it:
-            children = [e.path for e in it if e.is_dir(follow_symlinks=False)]
+            return [e.path for e in it if e.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
-        return
+        return []
     except OSError as e:
-        raise CgroupError(f"cannot list cgroup {path}: {e.strerror}", e.errno) from None
-    for child in children:
+        raise CgroupError(f"cannot {doing} cgroup {path}: {e.strerror}", e.errno) from None
+
+
+def remove_below(path: str) -> None:
+    """Remove the sub-cgroups of ``path`` but not ``path`` itself."""
+    for child in _children(path, "list"):
         remove_tree(child)
 
 
@@ -240,14 +244,7 @@ def remove_tree(path: str) -> None:
     """Remove a cgroup and its sub-cgroups, leaf first; a missing cgroup is fine."""
     if _rmdir(path, retry=False) == 0:
         return
-    try:
-        with os.scandir(path) as it:
-            children = [e.path for e in it if e.is_dir(follow_symlinks=False)]
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise CgroupError(f"cannot remove cgroup {path}: {e.strerror}", e.errno) from None
-    for child in children:
+    for child in _children(path, "remove"):
         remove_tree(child)
     err = _rmdir(path, retry=True)
     if err:

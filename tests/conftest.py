@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,17 @@ mkbundle = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(mkbundle)
 
 _ids = itertools.count(1)
+
+
+def build_userns_rootfs(path: Path, host_id: int = 100000) -> Path:
+    """A busybox rootfs owned by ``host_id`` (what the user namespace maps its root to), so that
+    the container's root owns it."""
+    mkbundle.build_rootfs(path)
+    for top, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(top, name), host_id, host_id)
+    os.lchown(path, host_id, host_id)
+    return path
 
 
 def new_id() -> str:
@@ -68,6 +80,27 @@ def state_root(workdir: Path) -> Path:
     return workdir / "state"
 
 
+def run_captured(argv: list[str], *, input: str | None = None, stdin: object = None, stdout: object = None,
+                 stderr: object = None, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess:
+    """Run ``argv``; its output is captured through files, not pipes: a container made by
+    ``create`` (or an engine's conmon or shim) inherits the stdio and would hold a pipe open long
+    after the command returns.  Without ``input`` or ``stdin``, stdin is /dev/null."""
+    if stdin is None and input is None:
+        stdin = subprocess.DEVNULL
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.run(argv, input=input.encode() if input is not None else None, stdin=stdin,
+                           stdout=stdout or out, stderr=stderr or err, timeout=timeout, **kw)  # type: ignore[call-overload]
+        out.seek(0)
+        err.seek(0)
+        p.stdout = out.read().decode(errors="replace")
+        p.stderr = err.read().decode(errors="replace")
+    return p  # type: ignore[no-any-return]
+
+
+def fail_run(p: subprocess.CompletedProcess, what: str) -> None:
+    raise AssertionError(f"{what} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
+
+
 class Pyrunc:
     """Runs the pyrunc command line with this session's --root."""
 
@@ -78,21 +111,11 @@ class Pyrunc:
     def argv(self, *args: str) -> list[str]:
         return [PYRUNC, "--root", str(self.root), *self.extra_global, *args]
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None,
-                 stdout: object = None, stderr: object = None, **kw: object) -> subprocess.CompletedProcess:
-        """Run one command.  Output is captured through files, not pipes: a container made by
-        ``create`` inherits pyrunc's stdio and would hold a pipe open long after we return."""
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            p = subprocess.run(self.argv(*args), input=input.encode() if input is not None else None,
-                               stdout=stdout or out, stderr=stderr or err, timeout=timeout,
-                               stdin=None if input is not None else subprocess.DEVNULL, **kw)
-            out.seek(0)
-            err.seek(0)
-            p.stdout = out.read().decode(errors="replace")
-            p.stderr = err.read().decode(errors="replace")
+    def __call__(self, *args: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess:
+        """Run one command (see ``run_captured``)."""
+        p = run_captured(self.argv(*args), **kw)  # type: ignore[arg-type]
         if check and p.returncode != 0:
-            raise AssertionError(f"pyrunc {' '.join(args)} exited {p.returncode}\nstdout: {p.stdout}\n"
-                                 f"stderr: {p.stderr}")
+            fail_run(p, f"pyrunc {' '.join(args)}")
         return p
 
     def state(self, cid: str) -> dict:
@@ -170,15 +193,20 @@ def _our_mounts(workdir: Path) -> list[str]:
         return [line.strip() for line in f if str(workdir) in line or TEST_PREFIX in line]
 
 
-def _our_cgroups() -> list[str]:
+def cgroups_matching(match: Callable[[str], bool], max_depth: int = 8) -> list[str]:
+    """Cgroup directories (at most ``max_depth`` slashes deep) whose name ``match`` accepts."""
     found = []
     for top, dirs, _files in os.walk("/sys/fs/cgroup"):
         for d in dirs:
-            if d.startswith(TEST_PREFIX):
+            if match(d):
                 found.append(os.path.join(top, d))
-        if top.count("/") > 8:
+        if top.count("/") > max_depth:
             dirs[:] = []
     return found
+
+
+def _our_cgroups() -> list[str]:
+    return cgroups_matching(lambda d: d.startswith(TEST_PREFIX))
 
 
 def _our_processes() -> list[str]:
@@ -191,12 +219,12 @@ def _our_processes() -> list[str]:
                 text = f.read()
         except OSError:
             continue
-        if TEST_PREFIX in text and not _is_zombie(pid):
+        if TEST_PREFIX in text and not is_zombie(pid):
             found.append(pid)
     return found
 
 
-def _is_zombie(pid: str) -> bool:
+def is_zombie(pid: str) -> bool:
     """A dead container init waits for its reaper (the host's init, once pyrunc has exited):
     that is not ours to clean up."""
     try:

@@ -24,20 +24,13 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-
-import importlib.util
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-PYRUNC = os.environ.get("PYRUNC", str(REPO / ".venv" / "bin" / "pyrunc"))
-TEST_PREFIX = f"pyrunc-t{os.getpid()}-"  # as tests/conftest.py names containers (its leak check finds them)
-_spec = importlib.util.spec_from_file_location("mkbundle", REPO / "hack" / "mkbundle.py")
-assert _spec is not None and _spec.loader is not None
-mkbundle = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mkbundle)
+# tests/conftest.py: container ids with its TEST_PREFIX are covered by its session leak check
+from conftest import PYRUNC, TEST_PREFIX, cgroups_matching, fail_run, is_zombie, mkbundle, run_captured
 
 PYRUNC_DEFAULT_ROOT = Path("/run/pyrunc")
 # Limits a container may be given here: the host's bounding set may lack CAP_SYS_RESOURCE, so
@@ -78,20 +71,11 @@ class Engine:
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None,
                  stdin: object = None) -> subprocess.CompletedProcess:
-        """Output goes through files, not pipes: conmon and shims outlive the command and would
-        hold a pipe open."""
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            p = subprocess.run([*self.base, *args], input=input.encode() if input is not None else None,
-                               stdin=stdin if stdin is not None else (None if input is not None else subprocess.DEVNULL),
-                               stdout=out, stderr=err, timeout=timeout, env=self.env,
-                               cwd=self.home)  # conmon writes files such as "oom" where it runs
-            out.seek(0)
-            err.seek(0)
-            p.stdout = out.read().decode(errors="replace")
-            p.stderr = err.read().decode(errors="replace")
+        """Output goes through files (``run_captured``): conmon and shims outlive the command."""
+        p = run_captured([*self.base, *args], input=input, stdin=stdin, timeout=timeout, env=self.env,
+                         cwd=self.home)  # conmon writes files such as "oom" where it runs
         if check and p.returncode != 0:
-            raise AssertionError(f"{self.name} {' '.join(args)} exited {p.returncode}\n"
-                                 f"stdout: {p.stdout}\nstderr: {p.stderr}")
+            fail_run(p, f"{self.name} {' '.join(args)}")
         return p
 
     def argv(self, *args: str) -> list[str]:
@@ -152,25 +136,6 @@ def make_docker_archive(busybox_tar: Path, out: Path) -> Path:
 # ------------------------------------------------------------------------------------ leftovers
 
 
-def _walk_cgroups(match: Callable[[str], bool]) -> list[str]:
-    found = []
-    for top, dirs, _files in os.walk("/sys/fs/cgroup"):
-        for d in dirs:
-            if match(d):
-                found.append(os.path.join(top, d))
-        if top.count("/") > 7:
-            dirs[:] = []
-    return found
-
-
-def _is_zombie(pid: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
 def processes_matching(needles: list[str]) -> list[str]:
     """Live processes whose cgroup or command line names one of ``needles``."""
     found = []
@@ -185,7 +150,7 @@ def processes_matching(needles: list[str]) -> list[str]:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if any(n in cg or n in cmd for n in needles) and not _is_zombie(pid):
+        if any(n in cg or n in cmd for n in needles) and not is_zombie(pid):
             found.append(f"{pid}: {cmd[:200]}")
     return found
 
@@ -200,7 +165,7 @@ def leftovers(home: Path, ids: set[str], state_roots: list[Path]) -> list[str]:
         mounts = [line.split()[4] for line in f if any(n in line for n in needles)]
     if mounts:
         problems.append(f"mounts left: {mounts}")
-    cgroups = _walk_cgroups(lambda d: any(i in d for i in ids)) if ids else []
+    cgroups = cgroups_matching(lambda d: any(i in d for i in ids), max_depth=7) if ids else []
     if cgroups:
         problems.append(f"cgroups left: {cgroups}")
     deadline = time.monotonic() + 5
@@ -222,7 +187,7 @@ def remove_parent_cgroups(name: str) -> None:
     """rmdir the engine's parent cgroup (podman's libpod_parent, dockerd's docker) where it is
     empty: the runtime removes a container's cgroup, not the parents it made (runc neither);
     podman also leaves libpod_parent/conmon, where conmon ran."""
-    for top in _walk_cgroups(lambda d: d == name):
+    for top in cgroups_matching(lambda d: d == name, max_depth=7):
         for d, _dirs, _files in os.walk(top, topdown=False):
             try:
                 os.rmdir(d)

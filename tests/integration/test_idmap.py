@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import edit_config, mkbundle, needs_root, new_id
+from conftest import build_userns_rootfs, edit_config, needs_root, new_id
 
 pytestmark = needs_root
 
@@ -18,11 +18,7 @@ def userns_rootfs(workdir: Path) -> Path:
     """A rootfs owned by the mapped range 100000.. so that root in the user namespace owns it."""
     path = workdir / f"userns-rootfs-{os.getpid()}"
     if not path.exists():
-        mkbundle.build_rootfs(path)
-        for top, dirs, files in os.walk(path):
-            for name in dirs + files:
-                os.lchown(os.path.join(top, name), 100000, 100000)
-        os.lchown(path, 100000, 100000)
+        build_userns_rootfs(path)
     return path
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYRUNC, REPO, TEST_PREFIX, mkbundle, needs_root, new_id
+from conftest import PYRUNC, REPO, TEST_PREFIX, fail_run, mkbundle, needs_root, new_id, run_captured
 
 pytestmark = needs_root
 
@@ -152,18 +152,10 @@ class AsUser:
 
     def run_argv(self, argv: list[str], check: bool = True, xdg: bool = True, timeout: float = 60,
                  cwd: Path | None = None) -> subprocess.CompletedProcess:
-        # Files, not pipes: a container made by `create` inherits our stdio (see conftest.Pyrunc).
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            p = subprocess.run(argv, user=self.pw.pw_uid, group=self.pw.pw_gid, extra_groups=[],
-                               env=self.env(xdg), cwd=cwd or self.bundle, stdin=subprocess.DEVNULL,
-                               stdout=out, stderr=err, timeout=timeout, check=False)
-            out.seek(0)
-            err.seek(0)
-            p.stdout = out.read().decode(errors="replace")
-            p.stderr = err.read().decode(errors="replace")
+        p = run_captured(argv, user=self.pw.pw_uid, group=self.pw.pw_gid, extra_groups=[],
+                         env=self.env(xdg), cwd=cwd or self.bundle, timeout=timeout)
         if check and p.returncode != 0:
-            raise AssertionError(f"as {USER}: {' '.join(argv)} exited {p.returncode}\n"
-                                 f"stdout: {p.stdout}\nstderr: {p.stderr}")
+            fail_run(p, f"as {USER}: {' '.join(argv)}")
         return p
 
     def __call__(self, *args: str, **kw: object) -> subprocess.CompletedProcess:

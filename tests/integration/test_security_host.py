@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_PREFIX, edit_config, mkbundle, needs_root, new_id
+from conftest import TEST_PREFIX, build_userns_rootfs, edit_config, mkbundle, needs_root, new_id
 from security_helpers import bundle_on, host_mount_points
 
 pytestmark = needs_root
@@ -157,13 +157,7 @@ CRASH_STEPS = ["dir", "config", "state", "spawn", "cgroup-create", "cgroup-apply
 @pytest.fixture(scope="module")
 def userns_rootfs(workdir: Path) -> Path:
     """A rootfs owned by the mapped range, so that the user namespace's root owns it."""
-    path = workdir / f"security-userns-rootfs-{os.getpid()}"
-    mkbundle.build_rootfs(path)
-    for top, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.lchown(os.path.join(top, name), 100000, 100000)
-    os.lchown(path, 100000, 100000)
-    return path
+    return build_userns_rootfs(workdir / f"security-userns-rootfs-{os.getpid()}")
 
 
 @pytest.mark.parametrize("step", CRASH_STEPS + ["no-such-step"])
